@@ -1,0 +1,28 @@
+"""compressor: compress causal LMs (rotations, learned transforms, GPTQ, sparsity) and report the cost.
+
+`compressor.run(spec, out_dir)` is the single entry point; it is imported lazily so that
+`compressor.spec` stays importable without torch (the API process never loads torch).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from compressor.pipeline import RunResult
+
+__all__ = ["run", "RunResult"]
+
+
+def run(*args: Any, **kwargs: Any) -> RunResult:
+    from compressor.pipeline import run as _run
+
+    return _run(*args, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RunResult":
+        from compressor.pipeline import RunResult
+
+        return RunResult
+    raise AttributeError(name)

@@ -1,0 +1,133 @@
+"""`compressor` command line: run jobs, manage the model store, list recipes, and the service commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from compressor.spec import JobSpec, load_recipe, ready_made_recipes
+
+
+def _validation_message(err: ValidationError, prefix: str) -> str:
+    lines = []
+    for e in err.errors():
+        parts = [str(p) for p in (prefix, *e["loc"]) if p != ""]
+        loc = ".".join(p for i, p in enumerate(parts) if i == 0 or p != parts[i - 1])  # drop the stage tag repeat
+        lines.append(f"  {loc}: {e['msg']}")
+    return "invalid recipe:\n" + "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    try:
+        recipe = load_recipe(args.recipe)
+        spec = JobSpec(model=args.model, recipe=recipe)
+    except ValidationError as e:
+        console.print(f"[red]{_validation_message(e, 'recipe')}")
+        return 2
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]{e}")
+        return 2
+
+    from compressor.models.store import UnknownModelError
+    from compressor.pipeline import run
+    from compressor.progress import ProgressEvent
+
+    def show(event: ProgressEvent) -> None:
+        if event.kind == "layer":
+            if event.layer is not None and event.num_layers and (event.layer + 1) % 5 and event.layer + 1 != event.num_layers:
+                return
+            console.print(f"  [dim]{event.stage}[/] {event.message}")
+        elif event.kind == "step":
+            if event.fraction in (None, 1.0) or args.verbose:
+                console.print(f"  [dim]{event.stage}[/] {event.message}")
+        else:
+            console.print(f"[bold]{event.stage or ''}[/] {event.message}")
+
+    try:
+        result = run(spec, Path(args.out), progress=show)
+    except (UnknownModelError, ValueError) as e:
+        console.print(f"[red]{e}")
+        return 2
+    report = result.report
+    out = Console()
+    out.print("\n[bold]perplexity[/]  (original → compressed)")
+    for ds, value in report["perplexity"].get("compressed", {}).items():
+        orig = report["perplexity"].get("original", {}).get(ds)
+        kl = report["kl"].get(ds)
+        out.print(f"  {ds:5s} {orig:8.3f} → {value:8.3f}" if orig else f"  {ds:5s} {value:8.3f}",
+                  f"   KL {kl:.4f}" if kl is not None else "")
+    size = report["size"]
+    if size.get("bits_per_weight"):
+        out.print(f"bits per weight (decoder linears): {size['bits_per_weight']:.3f}")
+    if size.get("checkpoint_bytes"):
+        out.print(f"checkpoint: {size['checkpoint_bytes'] / 1e6:.1f} MB (original in bf16: {size['original_bytes'] / 1e6:.1f} MB)")
+    out.print(f"time {report['seconds']:.1f} s, peak RSS {report['peak_rss_mb']:.0f} MB")
+    out.print(f"artifacts: {result.out_dir.resolve()}  (report.html, report.json, checkpoint/)")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from compressor.models.store import ModelStore
+
+    store = ModelStore()
+    if args.action == "import":
+        path = store.import_bundled(args.name, overwrite=args.force)
+        print(f"{args.name}: {path}")
+    else:
+        for info in store.list():
+            print(json.dumps(info))
+        if not store.names():
+            print("no models in the store; run `compressor models import`", file=sys.stderr)
+    return 0
+
+
+def cmd_recipes(_args: argparse.Namespace) -> int:
+    for name, recipe in ready_made_recipes().items():
+        stages = ", ".join(next(iter(s.model_fields_set or type(s).model_fields)) for s in recipe.stages)
+        print(f"{name:28s} {stages}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="compressor", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a compression job")
+    p.add_argument("--model", required=True, help="model name in the store, e.g. smollm2-135m")
+    p.add_argument("--recipe", required=True, help="recipe file (YAML/JSON) or a ready-made recipe name")
+    p.add_argument("--out", required=True, help="output folder for the checkpoint and report")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("models", help="the model store")
+    p.add_argument("action", choices=["import", "list"])
+    p.add_argument("--name", default="smollm2-135m", help="bundled model to import")
+    p.add_argument("--force", action="store_true", help="re-import even if present")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("recipes", help="list ready-made recipes")
+    p.set_defaults(func=cmd_recipes)
+
+    try:
+        from compressor.cli_service import add_service_commands
+    except ImportError:  # the service extras are not installed
+        pass
+    else:
+        add_service_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

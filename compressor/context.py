@@ -1,0 +1,38 @@
+"""What a stage handler works on: the model being compressed and the job's shared state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compressor.data import calibration_chunks, load_text
+from compressor.models.adapter import LlamaFamilyAdapter
+from compressor.progress import Progress
+from compressor.spec import QuantizeConfig, Recipe
+
+
+@dataclass
+class CompressionContext:
+    model: nn.Module
+    tokenizer: Any
+    adapter: LlamaFamilyAdapter
+    recipe: Recipe
+    progress: Progress
+    data_dir: Path
+    layer_errors: list[dict[str, Any]] = field(default_factory=list)
+    _calibration: torch.Tensor | None = None
+
+    def calibration_tokens(self) -> torch.Tensor:
+        """[samples, seqlen] calibration token ids, built once per job."""
+        if self._calibration is None:
+            cal = self.recipe.calibration
+            text = load_text(cal.dataset, "calibration", self.data_dir)
+            self._calibration = calibration_chunks(self.tokenizer, text, cal.samples, cal.seqlen)
+        return self._calibration
+
+    def kv_cache_quantized(self) -> bool:
+        return any(isinstance(c, QuantizeConfig) and c.kv_cache is not None for c in self.recipe.stage_configs())

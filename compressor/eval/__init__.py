@@ -1,0 +1,1 @@
+"""Quality, size and cost measurements, and the job report."""

@@ -1,0 +1,1 @@
+"""Writing compressed checkpoints and their manifests."""

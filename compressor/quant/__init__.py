@@ -1,0 +1,1 @@
+"""Integer quantizers, fake-quant modules, and the weight quantization methods (RTN, GPTQ)."""

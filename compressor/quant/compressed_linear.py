@@ -1,0 +1,63 @@
+"""`CompressedLinear`: a decoder linear with everything a method attached to it.
+
+It holds the (possibly fake-quantized) nn.Linear, an optional online rotation of its input
+(the Hadamard on down_proj's input), optional dynamic input quantization, and the integer
+codes of its weight for export. Evaluation runs it in plain PyTorch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from compressor.quant.quantizer import QuantizedWeight, fake_quantize_activation
+from compressor.spec import ActivationQuantConfig
+
+
+class CompressedLinear(nn.Module):
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.linear = linear
+        self.register_buffer("input_rotation", None, persistent=False)  # x ← x @ R before quantization
+        self.input_quant: ActivationQuantConfig | None = None
+        self.quantized_weight: QuantizedWeight | None = None
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.linear.weight
+
+    @property
+    def in_features(self) -> int:
+        return self.linear.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.linear.out_features
+
+    def set_input_rotation(self, rotation: torch.Tensor) -> None:
+        self.input_rotation = rotation.to(torch.float32)
+
+    def rotate_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_rotation is None:
+            return x
+        return (x.to(self.input_rotation.dtype) @ self.input_rotation).to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.rotate_input(x)
+        if self.input_quant is not None:
+            x = fake_quantize_activation(x, self.input_quant)
+        return self.linear(x)
+
+
+def compressed(parent: nn.Module, attr: str) -> CompressedLinear:
+    """The CompressedLinear at `parent.attr`, wrapping the plain linear there on first use."""
+    module = getattr(parent, attr)
+    if isinstance(module, CompressedLinear):
+        return module
+    wrapped = CompressedLinear(module)
+    setattr(parent, attr, wrapped)
+    return wrapped
+
+
+def plain_linear(module: nn.Module) -> nn.Linear:
+    return module.linear if isinstance(module, CompressedLinear) else module

@@ -1,0 +1,88 @@
+"""GPTQ (Frantar et al., 2022): column-by-column quantization with second-order error feedback.
+
+For each linear, H = 2/n Σ x xᵀ over the calibration inputs; columns are quantized in
+order (optionally by decreasing H diagonal, "act-order") and each column's rounding error
+is spread over the not-yet-quantized columns through the upper Cholesky factor of H⁻¹.
+Lazy batches of `block_size` columns keep the updates matrix-matrix.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from compressor.quant.quantizer import QuantizedWeight, quantize_codes, weight_group_size, weight_scale_zero
+from compressor.spec import WeightQuantConfig
+
+
+class HessianAccumulator:
+    """Running 2/n Σ x xᵀ of a linear's inputs, in float64 to keep it symmetric positive."""
+
+    def __init__(self, columns: int):
+        self.hessian = torch.zeros(columns, columns, dtype=torch.float64)
+        self.count = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).double()
+        n = x.shape[0]
+        self.hessian *= self.count / (self.count + n)
+        self.count += n
+        x = x * math.sqrt(2.0 / self.count)
+        self.hessian += x.T @ x
+
+
+def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, cfg: WeightQuantConfig) -> QuantizedWeight:
+    """Quantize `weight` [out, in] given the Hessian of its inputs; returns codes and (row, group) parameters."""
+    W = weight.detach().double().clone()
+    rows, cols = W.shape
+    H = hessian.double().clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+
+    g = cols if cfg.strategy == "tensor" else weight_group_size(cfg, cols)
+    n_groups = math.ceil(cols / g)
+    per_group_cfg = cfg.model_copy(update={"strategy": "channel", "group_size": None})
+    scale = torch.zeros(rows, n_groups, dtype=torch.float64)
+    zero = torch.zeros(rows, n_groups, dtype=torch.float64)
+    static = cfg.strategy != "group" or cfg.gptq_act_order  # act-order keeps groups in original column order
+    if static:
+        s, z = weight_scale_zero(W.float(), cfg, g)
+        scale[:], zero[:] = s.double(), z.double()
+
+    perm = torch.argsort(torch.diag(H), descending=True) if cfg.gptq_act_order else torch.arange(cols)
+    W, H = W[:, perm], H[perm][:, perm]
+    group_of = perm // g  # original group of each permuted column
+
+    damp = cfg.gptq_dampening * torch.mean(torch.diag(H))
+    H += damp * torch.eye(cols, dtype=torch.float64)
+    L = torch.linalg.cholesky(H)
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
+
+    codes = torch.zeros(rows, cols, dtype=torch.float64)
+    bs = cfg.gptq_block_size
+    for i1 in range(0, cols, bs):
+        i2 = min(i1 + bs, cols)
+        W1 = W[:, i1:i2].clone()
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = i1 + i
+            grp = int(group_of[col])
+            if not static and col % g == 0:  # parameters of a new group from its current (updated) weights
+                block = torch.cat([W1[:, i:], W[:, i2:]], dim=1)[:, :g]
+                s, z = weight_scale_zero(block.float(), per_group_cfg)
+                scale[:, grp], zero[:, grp] = s[:, 0].double(), z[:, 0].double()
+            w = W1[:, i]
+            q = quantize_codes(w, scale[:, grp], zero[:, grp], cfg.bits, cfg.symmetric)
+            codes[:, col] = q
+            deq = (q - zero[:, grp]) * scale[:, grp]
+            err = (w - deq) / Hinv1[i, i]
+            W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
+            Err1[:, i] = err
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+
+    codes = codes[:, torch.argsort(perm)]
+    dtype = torch.int16 if (cfg.bits == 8 and not cfg.symmetric) else torch.int8
+    return QuantizedWeight(codes=codes.to(dtype), scale=scale.float(), zero=zero.float(), group_size=g, bits=cfg.bits, symmetric=cfg.symmetric)

@@ -1,0 +1,71 @@
+"""The `quantize` recipe stage: weights by RTN or GPTQ, then activations and the KV cache."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from compressor.context import CompressionContext
+from compressor.quant.attention import use_compressed_attention
+from compressor.quant.calibration import capture_layer0_inputs, capture_linear_inputs, layer_outputs
+from compressor.quant.compressed_linear import compressed, plain_linear
+from compressor.quant.gptq import HessianAccumulator, gptq_quantize
+from compressor.quant.quantizer import QuantizedWeight, quantize_weight_rtn
+from compressor.registry import register_stage
+from compressor.spec import QuantizeConfig, WeightQuantConfig
+
+
+def _store_quantized(ctx: CompressionContext, parts, name: str, q: QuantizedWeight) -> None:
+    """Put dequantized weights in place (fake quant) and keep the codes for export."""
+    parent_name, attr = name.split(".")
+    wrapped = compressed(getattr(parts.layer, parent_name), attr)
+    w = wrapped.linear.weight
+    deq = q.dequantize()
+    rel = (torch.linalg.norm(deq - w.data.float()) / torch.linalg.norm(w.data.float())).item()
+    w.data.copy_(deq.to(w.dtype))
+    wrapped.quantized_weight = q
+    ctx.layer_errors.append({"name": f"model.layers.{parts.index}.{name}", "layer": parts.index, "kind": attr, "rel_error": rel})
+
+
+def quantize_weights_rtn(ctx: CompressionContext, cfg: WeightQuantConfig) -> None:
+    layers = ctx.adapter.all_layer_parts(ctx.model)
+    for parts in layers:
+        for name, lin in parts.linears().items():
+            _store_quantized(ctx, parts, name, quantize_weight_rtn(plain_linear(lin).weight.data, cfg))
+        ctx.progress.layer(parts.index, len(layers))
+
+
+@torch.no_grad()
+def quantize_weights_gptq(ctx: CompressionContext, cfg: WeightQuantConfig) -> None:
+    """Sequential GPTQ: each layer's Hessians come from the outputs of the already-quantized layers before it."""
+    inputs = capture_layer0_inputs(ctx.model, ctx.adapter, ctx.calibration_tokens())
+    layers = ctx.adapter.all_layer_parts(ctx.model)
+    for parts in layers:
+        linears = {name: plain_linear(lin) for name, lin in parts.linears().items()}
+        hessians = {name: HessianAccumulator(lin.in_features) for name, lin in linears.items()}
+        with capture_linear_inputs(linears, lambda name, x: hessians[name].add(x)):
+            layer_outputs(parts.layer, inputs)
+        for name, lin in linears.items():
+            _store_quantized(ctx, parts, name, gptq_quantize(lin.weight.data, hessians[name].hessian, cfg))
+        del hessians
+        inputs.hidden = layer_outputs(parts.layer, inputs)
+        ctx.progress.layer(parts.index, len(layers))
+
+
+@register_stage(QuantizeConfig, "quantize")
+def run_quantize(ctx: CompressionContext, cfg: QuantizeConfig) -> dict[str, Any]:
+    if cfg.weights is not None:
+        (quantize_weights_gptq if cfg.weights.method == "gptq" else quantize_weights_rtn)(ctx, cfg.weights)
+    if cfg.activations is not None:
+        for parts in ctx.adapter.all_layer_parts(ctx.model):
+            for name in parts.linears():
+                parent_name, attr = name.split(".")
+                compressed(getattr(parts.layer, parent_name), attr).input_quant = cfg.activations
+    if cfg.kv_cache is not None:
+        for parts in ctx.adapter.all_layer_parts(ctx.model):
+            parts.layer.self_attn.kv_quant = cfg.kv_cache
+        use_compressed_attention(ctx.model)
+    return {"weights": cfg.weights.method if cfg.weights else None,
+            "activations_bits": cfg.activations.bits if cfg.activations else None,
+            "kv_cache_bits": cfg.kv_cache.bits if cfg.kv_cache else None}

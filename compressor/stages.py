@@ -1,0 +1,4 @@
+"""Every recipe stage implementation, imported once so each registers its handler."""
+
+from compressor.quant import stage as quantize_stage  # noqa: F401  (quantize)
+from compressor.transforms import quarot  # noqa: F401  (hadamard)

@@ -1,0 +1,1 @@
+"""Equivalent transforms: Hadamard matrices, weight fusion, rotation methods."""

@@ -1,0 +1,36 @@
+"""Shared fixtures: the real model imported once per test run, the bundled tokenizer, tiny models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# One store for the whole run (and for later runs on the same checkout): the GGUF import
+# takes ~15-50 s, a load from the store under a second.
+TEST_HOME = Path(os.environ.get("COMPRESSOR_TEST_HOME", REPO / ".cache" / "test-home"))
+
+
+@pytest.fixture(scope="session")
+def model_store() -> Path:
+    """COMPRESSOR_HOME with smollm2-135m imported; also exported to the environment for subprocesses."""
+    from compressor.models.store import ModelStore
+
+    ModelStore(TEST_HOME).import_bundled("smollm2-135m")
+    os.environ["COMPRESSOR_HOME"] = str(TEST_HOME)
+    return TEST_HOME
+
+
+@pytest.fixture(scope="session")
+def smollm(model_store: Path):
+    """(model, tokenizer) of the real model, loaded once; tests must not modify the model in place."""
+    from compressor.models.store import ModelStore
+
+    return ModelStore(model_store).load("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(smollm):
+    return smollm[1]

@@ -1,0 +1,63 @@
+"""The job contract: what is accepted, and that bad input names the field and what is allowed."""
+
+import pytest
+from pydantic import ValidationError
+
+from compressor.spec import JobSpec, Recipe, load_recipe, ready_made_recipes
+
+
+def _errors(data: dict) -> list[dict]:
+    with pytest.raises(ValidationError) as e:
+        JobSpec.model_validate(data)
+    return e.value.errors()
+
+
+def test_ready_made_recipes_validate():
+    names = set(ready_made_recipes())
+    assert {"w4a16-rtn", "w4a16-gptq", "w8a8-rtn", "w4a4kv4-hadamard-gptq"} <= names
+
+
+def test_negative_bits_names_the_field():
+    errs = _errors({"model": "smollm2-135m", "recipe": {"stages": [{"quantize": {"weights": {"bits": -4}}}]}})
+    assert errs[0]["loc"][-1] == "bits" and "greater than or equal to 2" in errs[0]["msg"]
+
+
+def test_unknown_field_is_refused():
+    errs = _errors({"model": "smollm2-135m", "recipe": {"stages": [{"quantize": {"weights": {"bitz": 4}}}]}})
+    assert errs[0]["loc"][-1] == "bitz" and errs[0]["type"] == "extra_forbidden"
+
+
+def test_unknown_stage_lists_the_allowed_ones():
+    errs = _errors({"model": "smollm2-135m", "recipe": {"stages": [{"prune": {}}]}})
+    assert "hadamard" in errs[0]["msg"] and "quantize" in errs[0]["msg"]
+
+
+@pytest.mark.parametrize("name", ["../etc/passwd", "/abs/path", "Model With Spaces", ""])
+def test_path_like_model_names_are_refused(name):
+    errs = _errors({"model": name, "recipe": {}})
+    assert errs[0]["loc"] == ("model",)
+
+
+def test_group_size_requires_group_strategy():
+    errs = _errors({"model": "m", "recipe": {"stages": [{"quantize": {"weights": {"group_size": 64}}}]}})
+    assert "group_size is only allowed with strategy 'group'" in errs[0]["msg"]
+    errs = _errors({"model": "m", "recipe": {"stages": [{"quantize": {"weights": {"strategy": "group"}}}]}})
+    assert "group_size is required" in errs[0]["msg"]
+
+
+def test_calibration_dataset_cannot_be_a_path():
+    errs = _errors({"model": "m", "recipe": {"calibration": {"dataset": "../../secret.txt"}}})
+    assert errs[0]["loc"][-1] == "dataset"
+
+
+def test_recipe_hash_is_stable_and_sensitive():
+    a = load_recipe("w4a16-gptq")
+    b = Recipe.model_validate(a.model_dump())
+    assert a.sha256() == b.sha256()
+    c = a.model_copy(update={"seed": 1})
+    assert c.sha256() != a.sha256()
+
+
+def test_unknown_recipe_name_lists_ready_made(tmp_path):
+    with pytest.raises(FileNotFoundError, match="w4a16-rtn"):
+        load_recipe("no-such-recipe")
