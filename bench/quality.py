@@ -59,11 +59,27 @@ def configurations() -> list[dict[str, Any]]:
         ("hadamard-gptq", [HAD, quantize(weights(4, None, "gptq", clip=True), 4, 4)]),
     ):
         rows.append({"method": method, "weights": 4, "activations": 4, "kv": 4, "group": None, "stages": stages})
-    return rows
+    # the rows the foundation issue must show come first, so a partial run is still useful
+    first = [("fp", 16, None), ("rtn", 4, 64), ("gptq", 4, 64), ("hadamard-gptq", 4, None, 4)]
+    rank = lambda r: next((i for i, f in enumerate(first) if (r["method"], r["weights"], r["group"]) == f[:3] and r["activations"] == (f[3] if len(f) > 3 else r["activations"])), len(first))  # noqa: E731
+    return sorted(rows, key=rank)
 
 
 def row_key(row: dict[str, Any]) -> tuple:
     return (row["method"], row["weights"], row["activations"], row["kv"], row["group"])
+
+
+def merge_rows(new_rows: list[dict[str, Any]], path: Path = RESULTS) -> None:
+    """Merge rows into the results file by configuration key, under a file lock (several benches write it)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = {row_key(r): r for r in (json.loads(path.read_text()) if path.exists() else [])}
+        rows.update({row_key(r): r for r in new_rows})
+        ordered = sorted(rows.values(), key=lambda r: [str(x) for x in row_key(r)])
+        path.write_text(json.dumps(ordered, indent=2) + "\n")
 
 
 def measure(cfg: dict[str, Any], max_tokens: int, samples: int) -> dict[str, Any]:
@@ -94,16 +110,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    rows = {row_key(r): r for r in (json.loads(args.out.read_text()) if args.out.exists() else [])}
     for cfg in configurations():
         if args.only and cfg["method"] not in args.only:
             continue
         row = measure(cfg, args.max_tokens, args.samples)
-        rows[row_key(row)] = row
         print(json.dumps({k: v for k, v in row.items() if k != "recipe"}), flush=True)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        ordered = sorted(rows.values(), key=lambda r: [str(x) for x in row_key(r)])
-        args.out.write_text(json.dumps(ordered, indent=2) + "\n")
+        merge_rows([row], args.out)
     return 0
 
 

@@ -24,6 +24,8 @@ class CompressionContext:
     progress: Progress
     data_dir: Path
     layer_errors: list[dict[str, Any]] = field(default_factory=list)
+    report_sections: dict[str, Any] = field(default_factory=dict)  # extra report.json sections (qsur, ...)
+    stage_index: int = 0  # index of the stage now running
     _calibration: torch.Tensor | None = None
 
     def calibration_tokens(self) -> torch.Tensor:
@@ -33,6 +35,11 @@ class CompressionContext:
             text = load_text(cal.dataset, "calibration", self.data_dir)
             self._calibration = calibration_chunks(self.tokenizer, text, cal.samples, cal.seqlen)
         return self._calibration
+
+    def next_quantize_config(self) -> QuantizeConfig | None:
+        """The first quantize stage after the running one: what a transform stage should prepare for."""
+        later = self.recipe.stage_configs()[self.stage_index + 1 :]
+        return next((c for c in later if isinstance(c, QuantizeConfig)), None)
 
     def kv_cache_quantized(self) -> bool:
         return any(isinstance(c, QuantizeConfig) and c.kv_cache is not None for c in self.recipe.stage_configs())

@@ -127,6 +127,7 @@ def run(
     stage_reports = []
     for index, cfg in enumerate(recipe.stage_configs()):
         name, handler = stage_handler(cfg)
+        ctx.stage_index = index
         prog.stage = name
         prog.emit("stage_start", f"stage {index + 1}/{len(recipe.stages)}: {name}")
         with meter.measure(f"{index}:{name}") as cost:
@@ -166,6 +167,7 @@ def run(
             for name, c in meter.stages.items()
         ],
         "layers": ctx.layer_errors,
+        **ctx.report_sections,
         "seconds": meter.total_seconds,
         "peak_rss_mb": meter.peak_rss_mb,
     }

@@ -2,3 +2,5 @@
 
 from compressor.quant import stage as quantize_stage  # noqa: F401  (quantize)
 from compressor.transforms import quarot  # noqa: F401  (hadamard)
+from compressor.transforms.affinequant import stage as affinequant_stage  # noqa: F401  (affinequant)
+from compressor.transforms.ostquant import stage as ostquant_stage  # noqa: F401  (ostquant)

@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+# Triton reads this when a kernel is defined, so it must be set before anything imports
+# triton_kernels; without a GPU the kernels run in Triton's interpreter.
+if not os.environ.get("CUDA_VISIBLE_DEVICES") and not Path("/dev/nvidia0").exists():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 REPO = Path(__file__).resolve().parent.parent
 # One store for the whole run (and for later runs on the same checkout): the GGUF import
 # takes ~15-50 s, a load from the store under a second.

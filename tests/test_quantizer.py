@@ -69,4 +69,5 @@ def test_per_token_activation_quant_has_per_row_ranges_and_ste_gradient():
 def test_clip_ratio_shrinks_the_range():
     x = torch.linspace(-1, 1, 101).view(1, -1)
     y = fake_quantize_per_token(x, bits=4, symmetric=True, clip_ratio=0.5)
-    assert y.abs().max() <= 0.5 + 1e-6
+    assert y.max() <= 0.5 + 1e-6 and y.min() >= -0.5 * 8 / 7 - 1e-6  # codes -8..7 of step 0.5/7
+    assert fake_quantize_per_token(x, bits=4, symmetric=True).max() == pytest.approx(1.0)

@@ -3,8 +3,11 @@
 Weight-only int4 goes out as `pack-quantized` (8 offset-binary nibbles per int32 along the
 input dimension, the library's own `pack_to_int32`); 8-bit weights and anything with
 quantized activations as `int-quantized` (one int8 per value). Everything not quantized is
-stored in bfloat16. Online rotations (the down_proj Hadamard, Q/K after RoPE) are not part
-of a stock Llama graph, so such artifacts are flagged as not servable by plain engines.
+stored in bfloat16; an lm_head equal to the input embedding is stored once (tied). Online
+rotations (the down_proj Hadamard, Q/K after RoPE) are not part of a stock Llama graph, so such
+artifacts are flagged as not servable by plain engines; the down_proj rotation is still written
+(`online_rotations.safetensors`, see `online_rotations`) so that `compressor.load` can run it.
+The manifest's `runtime_requirements` name, as codes, what a runtime needs beyond a stock graph.
 """
 
 from __future__ import annotations
@@ -18,11 +21,28 @@ from safetensors.torch import save_file
 from torch import nn
 
 from compressor.export.manifest import library_versions, write_manifest
+from compressor.export.online_rotations import write_online_rotations
 from compressor.quant.compressed_linear import CompressedLinear
 from compressor.quant.quantizer import QuantizedWeight
 from compressor.spec import ActivationQuantConfig, KVCacheQuantConfig
 
 EXPORT_DTYPE = torch.bfloat16
+
+# Codes in the manifest's `runtime_requirements` (machine-readable twins of not_servable_reasons).
+REQUIRES_ONLINE_INPUT_ROTATION = "online_input_rotation"
+REQUIRES_QK_ROTATION = "qk_rotation_after_rope"
+REQUIRES_SUB8BIT_ACTIVATIONS = "activations_below_8_bits"
+
+
+def _embeddings_tied(model: nn.Module) -> bool:
+    """Whether lm_head holds exactly the input embedding (the store unties them on load; RTN/GPTQ leave them equal)."""
+    try:
+        head, emb = model.get_output_embeddings(), model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):
+        return False
+    if head is None or emb is None or getattr(head, "bias", None) is not None:
+        return False
+    return head.weight.shape == emb.weight.shape and bool(torch.equal(head.weight, emb.weight))
 
 
 def group_size_problems(model: nn.Module, group_size: int, linear_names: list[str]) -> list[str]:
@@ -67,14 +87,14 @@ def export_compressed_tensors(
     state: dict[str, torch.Tensor] = {}
     schemes: dict[str, dict[str, Any]] = {}
     weight_only_int4 = True
-    online_rotations: list[str] = []
+    online_rotations: dict[str, torch.Tensor] = {}
 
     compressed_names = {n for n, m in model.named_modules() if isinstance(m, CompressedLinear)}
     for name, module in model.named_modules():
         if not isinstance(module, CompressedLinear):
             continue
         if module.input_rotation is not None:
-            online_rotations.append(name)
+            online_rotations[name] = module.input_rotation
         q = module.quantized_weight
         if q is None:
             continue
@@ -86,7 +106,11 @@ def export_compressed_tensors(
         weight_only_int4 &= module.input_quant is None and q.bits <= 4
 
     fmt = "pack-quantized" if schemes and weight_only_int4 else "int-quantized"
+    tied = _embeddings_tied(model)
+    head_key = f"{_module_name(model, model.get_output_embeddings())}.weight" if tied else None
     for name, tensor in model.state_dict().items():
+        if name == head_key:
+            continue
         parent = name.rsplit(".linear.", 1)[0] if ".linear." in name else None
         if parent in compressed_names:
             module = model.get_submodule(parent)
@@ -96,12 +120,13 @@ def export_compressed_tensors(
             name = f"{parent}.{name.rsplit('.', 1)[1]}"
         state[name] = tensor.detach().to(EXPORT_DTYPE).contiguous()
     save_file(dict(sorted(state.items())), str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    online_transforms = write_online_rotations(online_rotations, out_dir)
 
     config = model.config.to_dict()
     for key in [k for k in config if k.startswith("_")]:
         config.pop(key)
     config["dtype"] = "bfloat16"
-    config["tie_word_embeddings"] = False
+    config["tie_word_embeddings"] = tied
     if schemes:
         config["quantization_config"] = {
             "quant_method": "compressed-tensors",
@@ -115,22 +140,31 @@ def export_compressed_tensors(
     tokenizer.save_pretrained(out_dir)
 
     activation_bits = {s.get("input_activations", {}).get("num_bits") for s in schemes.values()} - {None}
-    not_servable = []
+    not_servable, requirements = [], []
     if online_rotations:
         not_servable.append(f"online Hadamard rotations on {len(online_rotations)} linears are not in the stock graph")
+        requirements.append(REQUIRES_ONLINE_INPUT_ROTATION)
     if any(getattr(m, "qk_rotation", None) is not None for m in model.modules()):
         not_servable.append("Q/K rotation after RoPE is not in the stock graph")
+        requirements.append(REQUIRES_QK_ROTATION)
     if activation_bits and min(activation_bits) < 8:
         not_servable.append("int activations below 8 bits have no serving kernels (research artifact)")
+        requirements.append(REQUIRES_SUB8BIT_ACTIVATIONS)
     info = {
         **manifest_info,
         "format": f"compressed-tensors/{fmt}" if schemes else "dense-bf16",
         "versions": library_versions(),
         "engines": {"transformers": not not_servable, "vllm": not not_servable},
         "not_servable_reasons": not_servable,
+        "runtime_requirements": requirements,
+        "online_transforms": online_transforms,
     }
     write_manifest(out_dir, info)
     return sorted(p for p in out_dir.iterdir() if p.is_file())
+
+
+def _module_name(model: nn.Module, module: nn.Module) -> str:
+    return next(name for name, m in model.named_modules() if m is module)
 
 
 def _quantized_tensors(name: str, q: QuantizedWeight, fmt: str) -> dict[str, torch.Tensor]:

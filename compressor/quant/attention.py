@@ -13,12 +13,15 @@ from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
+from compressor.quant.compressed_linear import is_compression_bypassed
 from compressor.quant.quantizer import fake_quantize_activation
 
 ATTENTION_BACKEND = "compressor_sdpa"
 
 
 def compressed_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask, **kwargs):
+    if is_compression_bypassed():
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     rotation = getattr(module, "qk_rotation", None)
     if rotation is not None:
         query = (query.to(rotation.dtype) @ rotation).to(query.dtype)

@@ -7,11 +7,36 @@ codes of its weight for export. Evaluation runs it in plain PyTorch.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
 from torch import nn
 
 from compressor.quant.quantizer import QuantizedWeight, fake_quantize_activation
 from compressor.spec import ActivationQuantConfig
+
+
+_BYPASS = ContextVar("compression_bypassed", default=False)
+
+
+@contextmanager
+def compression_bypassed() -> Iterator[None]:
+    """Run the model as its plain weights describe: no online rotations, no activation/KV quantization.
+
+    With untransformed base weights this is the original model, which is how learned
+    transforms get their teacher without a second copy of the model in memory.
+    """
+    token = _BYPASS.set(True)
+    try:
+        yield
+    finally:
+        _BYPASS.reset(token)
+
+
+def is_compression_bypassed() -> bool:
+    return _BYPASS.get()
 
 
 class CompressedLinear(nn.Module):
@@ -43,6 +68,8 @@ class CompressedLinear(nn.Module):
         return (x.to(self.input_rotation.dtype) @ self.input_rotation).to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _BYPASS.get():
+            return self.linear(x)
         x = self.rotate_input(x)
         if self.input_quant is not None:
             x = fake_quantize_activation(x, self.input_quant)

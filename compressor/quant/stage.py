@@ -53,8 +53,22 @@ def quantize_weights_gptq(ctx: CompressionContext, cfg: WeightQuantConfig) -> No
         ctx.progress.layer(parts.index, len(layers))
 
 
+def clear_dynamic_quantizers(ctx: CompressionContext) -> None:
+    """Switch off activation and KV quantizers set by earlier stages (e.g. for transform training).
+
+    Weights are calibrated on unquantized activations, as in QuaRot; this stage then installs
+    its own activation/KV quantizers, so the recipe's quantize stage alone decides them.
+    """
+    for module in ctx.model.modules():
+        if getattr(module, "input_quant", None) is not None:
+            module.input_quant = None
+        if getattr(module, "kv_quant", None) is not None:
+            module.kv_quant = None
+
+
 @register_stage(QuantizeConfig, "quantize")
 def run_quantize(ctx: CompressionContext, cfg: QuantizeConfig) -> dict[str, Any]:
+    clear_dynamic_quantizers(ctx)
     if cfg.weights is not None:
         (quantize_weights_gptq if cfg.weights.method == "gptq" else quantize_weights_rtn)(ctx, cfg.weights)
     if cfg.activations is not None:

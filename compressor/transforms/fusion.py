@@ -97,3 +97,122 @@ def attach_online_input_rotation(parent: nn.Module, attr: str, rotation: torch.T
     wrapped = compressed(parent, attr)
     rotate_input_side(wrapped, rotation)
     wrapped.set_input_rotation(rotation)
+
+
+# --------------------------------------------------------------------------- general invertible transforms
+#
+# An invertible A between a producer and the linears reading it: the readers get x A⁻¹ and
+# W Aᵀ, so x A⁻¹ (W Aᵀ)ᵀ = x Wᵀ. The two pure functions below build the new weights without
+# touching the model (any dtype, autograd-friendly), so a method can train through exactly the
+# products it later fuses in float64.
+
+
+def head_output_weights(
+    w: torch.Tensor, bias: torch.Tensor | None, m: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A projection whose per-head outputs y_h become y_h m_h: W_h ← m_hᵀ W_h, b_h ← b_h m_h.
+
+    `m` is [heads, d, d] with heads · d = w.shape[0] (heads in output order).
+    """
+    heads, d, _ = m.shape
+    new_w = torch.einsum("hde,hdi->hei", m, w.reshape(heads, d, -1)).reshape(w.shape)
+    new_b = None if bias is None else torch.einsum("hd,hde->he", bias.reshape(heads, d), m).reshape(bias.shape)
+    return new_w, new_b
+
+
+def head_input_weights(w: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """A projection reading per-head inputs: W[:, h] ← W[:, h] m_h (its input x_h is now x_h m_h⁻ᵀ)."""
+    heads, d, _ = m.shape
+    return torch.einsum("ohd,hde->ohe", w.reshape(w.shape[0], heads, d), m).reshape(w.shape)
+
+
+def _set_linear(linear: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    lin = plain_linear(linear)
+    _set(lin.weight, weight)
+    if bias is not None:
+        _set(lin.bias, bias)
+
+
+def _bias64(linear: nn.Module) -> torch.Tensor | None:
+    bias = plain_linear(linear).bias
+    return None if bias is None else bias.data.double()
+
+
+def fuse_value_head_transforms(parts, adapter: LlamaFamilyAdapter, a: torch.Tensor) -> None:
+    """v → o: every head of KV group j hands o_proj x A_j⁻¹ (W_v rows ← A_j⁻ᵀ W_v, b_v ← b_v A_j⁻¹), o_proj gets W_o A_jᵀ.
+
+    `a` is [num_kv_heads, head_dim, head_dim]. Grouped-query attention: the value head j is
+    shared by `num_heads / num_kv_heads` query heads, so its matrix is applied to the o_proj
+    columns of all of them. Formed in float64.
+    """
+    a = a.double()
+    inv = torch.linalg.inv(a)
+    groups = adapter.num_heads // adapter.num_kv_heads
+    wv, bv = head_output_weights(plain_linear(parts.v_proj).weight.data.double(), _bias64(parts.v_proj), inv)
+    _set_linear(parts.v_proj, wv, bv)
+    wo = head_input_weights(plain_linear(parts.o_proj).weight.data.double(), a.transpose(1, 2).repeat_interleave(groups, dim=0))
+    _set_linear(parts.o_proj, wo, None)
+
+
+def fuse_query_key_transforms(parts, adapter: LlamaFamilyAdapter, a: torch.Tensor) -> None:
+    """q ↔ k: per KV group j, queries become q A_j⁻¹ and keys k A_jᵀ, so every q kᵀ is unchanged.
+
+    Exact for the model only when each A_j commutes with RoPE's rotations (they act between the
+    projections and the product); `a` is [num_kv_heads, head_dim, head_dim]. Formed in float64.
+    """
+    a = a.double()
+    inv = torch.linalg.inv(a)
+    groups = adapter.num_heads // adapter.num_kv_heads
+    wq, bq = head_output_weights(plain_linear(parts.q_proj).weight.data.double(), _bias64(parts.q_proj), inv.repeat_interleave(groups, dim=0))
+    _set_linear(parts.q_proj, wq, bq)
+    wk, bk = head_output_weights(plain_linear(parts.k_proj).weight.data.double(), _bias64(parts.k_proj), a.transpose(1, 2))
+    _set_linear(parts.k_proj, wk, bk)
+
+
+def fold_smoothing_into_norm(norm: nn.Module, linears: list[nn.Module], s: torch.Tensor) -> None:
+    """Diagonal transform after an RMSNorm (SmoothQuant form): γ ← γ / s and W ← W diag(s) for every reader."""
+    s = s.double()
+    _set(norm.weight, norm.weight.data.double() / s)
+    for lin in linears:
+        scale_input_columns(lin, s)
+
+
+def fuse_input_transform(linears: list[nn.Module], a: torch.Tensor) -> None:
+    """W ← W Aᵀ for linears that will read x A⁻¹ (the producer or a run-time op supplies the A⁻¹)."""
+    a = a.double()
+    for lin in linears:
+        w = plain_linear(lin).weight
+        _set(w, w.data.double() @ a.T)
+
+
+# --------------------------------------------------------------------------- run-time transforms
+#
+# Some transforms cannot be fused (AffineQuant's dense matrix after an RMSNorm). Such a module
+# carries `runtime_transform` (a sentence saying what it computes), so the exporter can list
+# it among the reasons an artifact is not servable by stock engines.
+
+RUNTIME_TRANSFORM_ATTR = "runtime_transform"
+
+
+def _apply_runtime_output_matrix(module: nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor:
+    m = module.runtime_output_matrix
+    return (output.to(m.dtype) @ m).to(output.dtype)
+
+
+def attach_runtime_output_matrix(module: nn.Module, matrix: torch.Tensor, reason: str) -> None:
+    """Multiply `module`'s output by `matrix` at run time (a persistent buffer, so artifacts keep it)."""
+    if getattr(module, RUNTIME_TRANSFORM_ATTR, None) is not None:
+        raise ValueError(f"{type(module).__name__} already carries a run-time transform")
+    module.register_buffer("runtime_output_matrix", matrix.to(torch.float32).contiguous())
+    setattr(module, RUNTIME_TRANSFORM_ATTR, reason)
+    module.register_forward_hook(_apply_runtime_output_matrix)
+
+
+def runtime_transform_reasons(model: nn.Module) -> list[str]:
+    """One line per distinct run-time transform in `model`, with how many modules carry it."""
+    counts: dict[str, int] = {}
+    for module in model.modules():
+        reason = getattr(module, RUNTIME_TRANSFORM_ATTR, None)
+        if reason:
+            counts[reason] = counts.get(reason, 0) + 1
+    return [f"{reason} ({n} modules)" for reason, n in counts.items()]

@@ -176,3 +176,22 @@ def apply_hadamard(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
     out = x.to(compute) @ matrix.to(device=x.device, dtype=compute)
     return out.to(x.dtype)
+
+
+def apply_random_hadamard(x: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """x @ random_hadamard_matrix(n, seed) without forming the n×n matrix.
+
+    H = H_m ⊗ H_{2^k}, so a row viewed as an m × 2^k matrix X maps to H_mᵀ X H_{2^k}:
+    O(n·(m + 2^k)) per row instead of O(n²). Differentiable; keeps x's dtype.
+    """
+    dec = _decompose(int(n))
+    if dec is None:
+        raise ValueError(_supported_message(n))
+    m, k = dec
+    if x.shape[-1] != n:
+        raise ValueError(f"last dimension {x.shape[-1]} is not the Hadamard order {n}")
+    a = _base_matrix(m).to(x.dtype)
+    b = _sylvester(1 << k).to(x.dtype)
+    signs = _random_signs(n, seed).to(x.dtype) / math.sqrt(n)
+    rows = x.reshape(*x.shape[:-1], m, 1 << k)
+    return (a.T @ rows @ b).reshape(x.shape) * signs

@@ -1,0 +1,1 @@
+"""The REST service: FastAPI app, storage and settings. Never imports torch."""

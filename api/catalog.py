@@ -1,0 +1,31 @@
+"""What jobs may name: the models in the store and the ready-made recipes (torch-free)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import HTTPException
+
+from api.settings import Settings
+
+
+def list_models(settings: Settings) -> list[dict[str, Any]]:
+    from compressor.models.store import ModelStore
+
+    return ModelStore(settings.home).list()
+
+
+def check_model(name: str, settings: Settings) -> None:
+    """422 naming the known models when `name` is not in the store."""
+    from compressor.models.store import ModelStore, UnknownModelError
+
+    try:
+        ModelStore(settings.home).resolve(name)
+    except UnknownModelError as e:
+        raise HTTPException(422, [{"loc": ["body", "model"], "msg": str(e), "type": "unknown_model"}]) from None
+
+
+def list_recipes() -> dict[str, Any]:
+    from compressor.spec import ready_made_recipes
+
+    return {name: recipe.model_dump(mode="json") for name, recipe in ready_made_recipes().items()}

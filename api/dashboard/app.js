@@ -1,0 +1,277 @@
+// compressor dashboard: polls the same /v1 API as every other client. No build step, no CDN.
+"use strict";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const view = () => $("#view");
+const TERMINAL = ["succeeded", "failed", "cancelled"];
+let timer = null;
+
+function esc(s) {
+  return String(s ?? "").replace(/[&<>"']/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+}
+function apiKey() { return localStorage.getItem("compressor-api-key") || ""; }
+function fmtTime(t) { return t ? new Date(t * 1000).toLocaleString() : "–"; }
+function fmtSecs(s) { return s == null ? "–" : s < 90 ? `${s.toFixed(1)} s` : `${(s / 60).toFixed(1)} min`; }
+function fmtBytes(n) { return n < 1e6 ? `${(n / 1e3).toFixed(1)} kB` : `${(n / 1e6).toFixed(1)} MB`; }
+function detailText(d) {
+  if (Array.isArray(d)) return d.map(e => `${(e.loc || []).join(".")}: ${e.msg}`).join("\n");
+  return typeof d === "string" ? d : JSON.stringify(d);
+}
+
+async function api(path, opts = {}) {
+  const headers = {"Authorization": `Bearer ${apiKey()}`, ...(opts.headers || {})};
+  if (opts.body) headers["Content-Type"] = "application/json";
+  const r = await fetch(path, {...opts, headers});
+  if (!r.ok) {
+    let detail = r.statusText;
+    try { detail = detailText((await r.json()).detail); } catch (_) { /* not JSON */ }
+    const err = new Error(`${r.status}: ${detail}`);
+    err.status = r.status;
+    throw err;
+  }
+  return r.json();
+}
+
+function showError(e) {
+  view().innerHTML = `<div class="card error" id="page-error">${esc(e.message)}</div>` +
+    (e.status === 401 ? `<p>Paste an API key above (create one with <code>compressor keys create</code>).</p>` : "");
+}
+
+// ------------------------------------------------------------------ jobs list
+
+async function jobsPage(params) {
+  const status = params.get("status") || "";
+  view().innerHTML = `
+    <h2>Jobs</h2>
+    <p><label for="status-filter" style="display:inline">Status</label>
+      <select id="status-filter">${["", "queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+        .map(s => `<option ${s === status ? "selected" : ""} value="${s}">${s || "any"}</option>`).join("")}</select></p>
+    <table id="jobs-table"><thead><tr><th>Job</th><th>Status</th><th>Model</th><th>Recipe</th><th>Progress</th><th>Created</th></tr></thead>
+      <tbody></tbody></table>
+    <p><button id="more" hidden>Older jobs</button></p>`;
+  $("#status-filter").onchange = e => { location.hash = `#/jobs${e.target.value ? "?status=" + e.target.value : ""}`; };
+  let cursor = null;
+  async function load(append) {
+    const q = new URLSearchParams({limit: "25"});
+    if (status) q.set("status", status);
+    if (append && cursor) q.set("cursor", cursor);
+    const page = await api(`/v1/jobs?${q}`);
+    const rows = page.data.map(j => {
+      const f = j.progress && j.progress.fraction != null ? j.progress.fraction : (j.status === "succeeded" ? 1 : 0);
+      return `<tr data-job="${esc(j.id)}"><td><a href="#/jobs/${esc(j.id)}">${esc(j.id)}</a></td>
+        <td class="status ${esc(j.status)}">${esc(j.status)}</td><td>${esc(j.model)}</td><td>${esc(j.recipe_name || "")}</td>
+        <td><span class="bar"><span style="width:${(f * 100).toFixed(0)}%"></span></span> ${esc(j.phase || "")}</td>
+        <td>${fmtTime(j.created_at)}</td></tr>`;
+    }).join("");
+    const body = $("#jobs-table tbody");
+    if (!body) return;
+    body.innerHTML = append ? body.innerHTML + rows : (rows || `<tr><td colspan="6" class="muted">No jobs yet. <a href="#/submit">Submit one</a>.</td></tr>`);
+    cursor = page.next_cursor;
+    $("#more").hidden = !page.has_more;
+  }
+  $("#more").onclick = () => load(true).catch(showError);
+  await load(false);
+  timer = setInterval(() => { if (!cursor) load(false).catch(() => {}); }, 3000);
+}
+
+// ------------------------------------------------------------------ one job
+
+function metricsTable(m) {
+  if (!m) return `<p class="muted">Metrics appear when the job succeeds.</p>`;
+  const ppl = m.perplexity || {};
+  const datasets = Object.keys(ppl.compressed || ppl.original || {});
+  let rows = datasets.map(d => `<tr><td>perplexity (${esc(d)})</td><td>${(ppl.original || {})[d]?.toFixed?.(3) ?? "–"}</td>
+    <td>${(ppl.compressed || {})[d]?.toFixed?.(3) ?? "–"}</td></tr>`).join("");
+  for (const [d, v] of Object.entries(m.kl || {})) rows += `<tr><td>KL to original (${esc(d)})</td><td></td><td>${Number(v).toFixed(4)}</td></tr>`;
+  const size = m.size || {};
+  if (size.original_bytes) rows += `<tr><td>size</td><td>${fmtBytes(size.original_bytes)}</td><td>${fmtBytes(size.checkpoint_bytes || 0)}${
+    size.bits_per_weight ? ` (${Number(size.bits_per_weight).toFixed(2)} bits/weight)` : ""}</td></tr>`;
+  const extra = ["seconds", "peak_rss_mb"].filter(k => m[k] != null)
+    .map(k => `<tr><td>${k}</td><td></td><td>${Number(m[k]).toFixed(1)}</td></tr>`).join("");
+  return `<table id="metrics"><thead><tr><th>metric</th><th>original</th><th>compressed</th></tr></thead><tbody>${rows}${extra}</tbody></table>`;
+}
+
+function perplexityPlot(el, m) {
+  const ppl = (m && m.perplexity) || {};
+  const datasets = Object.keys(ppl.compressed || {});
+  if (!datasets.length || !window.uPlot) return;
+  const xs = datasets.map((_, i) => i + 1);
+  const bars = uPlot.paths.bars({size: [0.35, 60], align: -1});
+  new uPlot({
+    title: "Perplexity: original vs compressed", width: Math.min(el.clientWidth || 480, 520), height: 240,
+    scales: {x: {time: false, range: [0.4, datasets.length + 0.6]}, y: {range: (_u, _min, max) => [0, max * 1.15]}},
+    axes: [{splits: () => xs, values: (_, ticks) => ticks.map(t => datasets[Math.round(t) - 1] || "")}, {}],
+    series: [{}, {label: "original", stroke: "#6b7385", fill: "#6b738566", paths: bars, points: {show: false}},
+             {label: "compressed", stroke: "#2f6fde", fill: "#2f6fde66", paths: uPlot.paths.bars({size: [0.35, 60], align: 1}), points: {show: false}}],
+  }, [xs, datasets.map(d => (ppl.original || {})[d] ?? null), datasets.map(d => ppl.compressed[d])], el);
+}
+
+function layerErrorPlot(el, m) {
+  const layers = (m && Array.isArray(m.layers)) ? m.layers.filter(l => l.layer != null && l.rel_error != null) : [];
+  if (!layers.length || !window.uPlot) return;
+  const byLayer = new Map();
+  for (const l of layers) { const a = byLayer.get(l.layer) || []; a.push(l.rel_error); byLayer.set(l.layer, a); }
+  const xs = [...byLayer.keys()].sort((a, b) => a - b);
+  new uPlot({
+    title: "Weight error per layer (mean relative error)", width: Math.min(el.clientWidth || 480, 520), height: 220,
+    scales: {x: {time: false}}, axes: [{label: "layer"}, {}],
+    series: [{}, {label: "rel. error", stroke: "#c43d3d"}],
+  }, [xs, xs.map(x => byLayer.get(x).reduce((a, b) => a + b, 0) / byLayer.get(x).length)], el);
+}
+
+function progressPlot(el, events) {
+  const pts = events.filter(e => e.kind === "layer" && e.data && e.data.fraction != null);
+  el.innerHTML = "";
+  if (pts.length < 2 || !window.uPlot) { el.innerHTML = `<p class="muted">Layer progress appears while the job runs.</p>`; return; }
+  const t0 = pts[0].created_at;
+  new uPlot({
+    title: "Layer progress", width: Math.min(el.clientWidth || 480, 520), height: 240, scales: {x: {time: false}},
+    axes: [{label: "seconds"}, {label: "fraction of stage"}],
+    series: [{}, {label: "fraction", stroke: "#2f6fde"}],
+  }, [pts.map(e => e.created_at - t0), pts.map(e => e.data.fraction)], el);
+}
+
+async function download(jobId, art) {
+  const r = await fetch(art.url, {headers: {"Authorization": `Bearer ${apiKey()}`}});
+  if (!r.ok) throw new Error(`${r.status}: download of ${art.name} failed`);
+  const blob = await r.blob();
+  if (art.name.endsWith(".html")) {  // the HTML report: open it, do not save it
+    window.open(URL.createObjectURL(new Blob([blob], {type: "text/html"})), "_blank");
+    return;
+  }
+  const url = URL.createObjectURL(blob);
+  const a = Object.assign(document.createElement("a"), {href: url, download: art.name.split("/").pop()});
+  document.body.appendChild(a); a.click(); a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+async function jobPage(jobId) {
+  view().innerHTML = `
+    <h2>Job <span id="job-id">${esc(jobId)}</span></h2>
+    <div class="card" id="job-summary"></div>
+    <div class="grid"><div class="card"><h3>Metrics</h3><div id="job-metrics"></div><div id="ppl-plot"></div><div id="layer-plot"></div></div>
+      <div class="card"><h3>Progress</h3><div id="progress-plot"></div></div></div>
+    <div class="card"><h3>Artifacts</h3><div id="job-artifacts" class="muted">none yet</div></div>
+    <div class="card"><h3>Events</h3><div class="events" id="job-events"></div></div>`;
+  const events = [];
+  let after = 0, plotted = false, lastStatus = null;
+  async function refresh() {
+    const job = await api(`/v1/jobs/${jobId}`);
+    const page = await api(`/v1/jobs/${jobId}/events?after=${after}&limit=1000`);
+    after = page.last_id;
+    events.push(...page.data);
+    const p = job.progress || {};
+    const f = p.fraction != null ? p.fraction : (job.status === "succeeded" ? 1 : 0);
+    $("#job-summary").innerHTML = `
+      <p>Status <span id="job-status" class="status ${esc(job.status)}">${esc(job.status)}</span>
+        &nbsp; phase <b id="job-phase">${esc(job.phase || "–")}</b>
+        &nbsp; <span class="bar"><span style="width:${(f * 100).toFixed(0)}%"></span></span> ${(f * 100).toFixed(0)}%
+        ${p.eta_s ? `&nbsp; ETA ${fmtSecs(p.eta_s)}` : ""}
+        ${TERMINAL.includes(job.status) || job.status === "cancelling" ? "" : `<button id="cancel">Cancel</button>`}</p>
+      <p class="muted">${esc(job.model)} · recipe ${esc(job.recipe_name || "custom")} · attempt ${job.attempt}/${job.max_attempts}
+        · created ${fmtTime(job.created_at)} · ran ${fmtSecs(job.duration_s)}</p>
+      ${job.error ? `<p class="error" id="job-error">${esc(job.error.type)}: ${esc(job.error.message)}${job.error.stage ? ` (stage ${esc(job.error.stage)})` : ""}</p>` : ""}`;
+    const cancel = $("#cancel");
+    if (cancel) cancel.onclick = () => api(`/v1/jobs/${jobId}/cancel`, {method: "POST"}).then(refresh).catch(showError);
+    $("#job-metrics").innerHTML = metricsTable(job.metrics);
+    if (job.metrics && !plotted) {
+      perplexityPlot($("#ppl-plot"), job.metrics);
+      layerErrorPlot($("#layer-plot"), job.metrics);
+      plotted = true;
+    }
+    if (page.data.length || job.status !== lastStatus) progressPlot($("#progress-plot"), events);
+    const log = $("#job-events");
+    for (const e of page.data) {
+      const line = document.createElement("div");
+      line.className = e.level;
+      line.textContent = `${new Date(e.created_at * 1000).toLocaleTimeString()}  ${e.kind.padEnd(11)} ${e.message}`;
+      log.appendChild(line);
+    }
+    if (page.data.length) log.scrollTop = log.scrollHeight;
+    if (job.artifacts.length) {
+      $("#job-artifacts").innerHTML = `<table id="artifacts-table"><tr><th>file</th><th>size</th><th>sha256</th></tr>${
+        job.artifacts.map((a, i) => `<tr><td><a href="#" data-art="${i}">${esc(a.name)}</a></td><td>${fmtBytes(a.size)}</td>
+          <td class="muted"><code>${esc(a.sha256.slice(0, 16))}…</code></td></tr>`).join("")}</table>`;
+      for (const link of document.querySelectorAll("[data-art]")) {
+        link.onclick = ev => { ev.preventDefault(); download(jobId, job.artifacts[+link.dataset.art]).catch(showError); };
+      }
+    }
+    lastStatus = job.status;
+    if (TERMINAL.includes(job.status)) { clearInterval(timer); timer = null; }
+  }
+  await refresh();
+  if (!TERMINAL.includes(lastStatus)) timer = setInterval(() => refresh().catch(() => {}), 1000);
+}
+
+// ------------------------------------------------------------------ submit
+
+async function submitPage() {
+  const [models, recipes] = await Promise.all([api("/v1/models"), api("/v1/recipes")]);
+  const presets = Object.fromEntries(recipes.data.map(r => [r.name, r.recipe]));
+  view().innerHTML = `
+    <h2>Submit a job</h2>
+    <form id="submit-form" class="card">
+      <label for="model">Model</label>
+      <select id="model">${models.data.map(m => `<option value="${esc(m.name)}">${esc(m.name)} (${esc(m.architecture || "")}, ${
+        m.params ? (m.params / 1e6).toFixed(0) + "M params" : "?"})</option>`).join("")}</select>
+      <label for="recipe-preset">Recipe preset</label>
+      <select id="recipe-preset">${Object.keys(presets).map(n => `<option ${n === "w4a16-rtn" ? "selected" : ""}>${esc(n)}</option>`).join("")}</select>
+      <label for="max-tokens">Evaluation tokens (eval.max_tokens)</label>
+      <input id="max-tokens" type="number" min="64" step="64">
+      <label for="recipe-json">Recipe (JSON, edit freely)</label>
+      <textarea id="recipe-json" spellcheck="false"></textarea>
+      <p><button id="submit-button" type="submit">Submit</button></p>
+      <div id="submit-error" class="error"></div>
+    </form>`;
+  const idempotencyKey = crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random();
+  function loadPreset() {
+    const recipe = structuredClone(presets[$("#recipe-preset").value] || {});
+    $("#max-tokens").value = recipe.eval ? recipe.eval.max_tokens : "";
+    $("#recipe-json").value = JSON.stringify(recipe, null, 2);
+  }
+  $("#recipe-preset").onchange = loadPreset;
+  $("#max-tokens").onchange = () => {
+    try {
+      const recipe = JSON.parse($("#recipe-json").value);
+      recipe.eval = {...(recipe.eval || {}), max_tokens: Number($("#max-tokens").value)};
+      $("#recipe-json").value = JSON.stringify(recipe, null, 2);
+    } catch (_) { /* the JSON error shows on submit */ }
+  };
+  loadPreset();
+  $("#submit-form").onsubmit = async ev => {
+    ev.preventDefault();
+    $("#submit-error").textContent = "";
+    let recipe;
+    try { recipe = JSON.parse($("#recipe-json").value); } catch (e) { $("#submit-error").textContent = `recipe is not valid JSON: ${e.message}`; return; }
+    try {
+      const job = await api("/v1/jobs", {method: "POST", body: JSON.stringify({model: $("#model").value, recipe}),
+                                         headers: {"Idempotency-Key": idempotencyKey}});
+      location.hash = `#/jobs/${job.id}`;
+    } catch (e) { $("#submit-error").textContent = e.message; }
+  };
+}
+
+// ------------------------------------------------------------------ routing
+
+async function route() {
+  if (timer) { clearInterval(timer); timer = null; }
+  const [path, query] = (location.hash.slice(1) || "/jobs").split("?");
+  const params = new URLSearchParams(query || "");
+  $("#key-state").textContent = apiKey() ? "key set" : "no key";
+  try {
+    const m = path.match(/^\/jobs\/(job_[0-9a-f]{24})$/);
+    if (m) await jobPage(m[1]);
+    else if (path === "/submit") await submitPage();
+    else await jobsPage(params);
+  } catch (e) { showError(e); }
+}
+
+$("#key-form").onsubmit = ev => {
+  ev.preventDefault();
+  const key = $("#api-key").value.trim();
+  if (key) localStorage.setItem("compressor-api-key", key);
+  $("#api-key").value = "";
+  route();
+};
+window.addEventListener("hashchange", route);
+route();

@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy tables, the engine factory, Alembic migrations, guarded job updates."""

@@ -1,0 +1,54 @@
+"""Request dependencies: settings, database, executor, and the caller's API key."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from api.db import keys
+from api.db.database import Database
+from api.settings import Settings
+from workers.executor import Executor
+
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer cmp_…` (from `compressor keys create`)")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the same key in a header of its own")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_db(request: Request) -> Database:
+    return request.app.state.db
+
+
+def get_executor(request: Request) -> Executor:
+    return request.app.state.executor
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_db)]
+ExecutorDep = Annotated[Executor, Depends(get_executor)]
+
+
+def current_owner(
+    db: DatabaseDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    header_key: Annotated[str | None, Security(_header)],
+) -> str:
+    """The id of the caller's API key; 401 without a valid one."""
+    plaintext = bearer.credentials if bearer is not None else header_key
+    if not plaintext:
+        raise HTTPException(
+            401, "an API key is required: send `Authorization: Bearer <key>` (create one with `compressor keys create`)",
+            headers={"WWW-Authenticate": "Bearer"})
+    with db.transaction() as s:
+        row = keys.find_key(s, plaintext)
+        if row is None:
+            raise HTTPException(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+        return row.id
+
+
+OwnerDep = Annotated[str, Depends(current_owner)]

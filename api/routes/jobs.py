@@ -1,0 +1,132 @@
+"""/v1/jobs: submit (idempotent), list, get, events, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Response
+from sqlalchemy.exc import IntegrityError
+
+from api.catalog import check_model
+from api.db import idempotency
+from api.db import jobs as jobs_db
+from api.db.models import Job
+from api.deps import DatabaseDep, ExecutorDep, OwnerDep, SettingsDep
+from api.schemas import ErrorBody, Event, EventList, JobList, JobPublic, JobStatus
+from compressor.spec import JobSpec
+
+log = logging.getLogger("compressor.api")
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+JobId = Annotated[str, Path(pattern=jobs_db.JOB_ID_PATTERN, description="a job id, `job_` + 24 hex digits")]
+ERRORS = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
+
+
+def _get_owned(db: DatabaseDep, job_id: str, owner: str) -> Job:
+    with db.transaction() as s:
+        job = jobs_db.get_job(s, job_id, owner=owner)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id}")
+    return job
+
+
+@router.post("", status_code=202, response_model=JobPublic, operation_id="jobs-create",
+             responses={**ERRORS, 200: {"model": JobPublic, "description": "replay of an Idempotency-Key"},
+                        413: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+def create_job(
+    spec: JobSpec, owner: OwnerDep, db: DatabaseDep, settings: SettingsDep, executor: ExecutorDep, response: Response,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255,
+                                                  pattern=r"^[\x21-\x7e]+$")] = None,
+) -> JobPublic:
+    """Queue a compression job. A retry with the same `Idempotency-Key` returns the same job."""
+    check_model(spec.model, settings)
+    spec_json = spec.model_dump(mode="json")
+    request_hash = hashlib.sha256(json.dumps(spec_json, sort_keys=True).encode()).hexdigest()
+    if idempotency_key is not None:
+        replay = _replay(db, owner, idempotency_key, request_hash, response)
+        if replay is not None:
+            return replay
+    recipe_name = (spec.recipe.name or "").replace("\x00", "")[:128] or None
+    try:
+        with db.transaction() as s:
+            job = jobs_db.create_job(s, owner=owner, spec=spec_json, model=spec.model, recipe_name=recipe_name,
+                                     executor=executor.name, max_attempts=settings.max_attempts)
+            if idempotency_key is not None:
+                idempotency.record(s, owner, idempotency_key, request_hash, job.id)
+    except IntegrityError:  # a concurrent request with the same key won the race
+        replay = _replay(db, owner, idempotency_key or "", request_hash, response)
+        if replay is None:
+            raise
+        return replay
+    try:
+        executor.submit(job.id)
+    except Exception as e:  # noqa: BLE001 - the queue is down: say so, leave no job behind
+        log.exception("could not hand job %s to the %s executor", job.id, executor.name)
+        with db.transaction() as s:
+            jobs_db.transition(s, job.id, "queued", "failed", finished_at=jobs_db.now(),
+                               error={"type": "QueueUnavailable", "message": str(e), "stage": None})
+        raise HTTPException(503, f"the job queue is unavailable ({type(e).__name__}); try again later") from None
+    return JobPublic.of(job)
+
+
+def _replay(db: DatabaseDep, owner: str, key: str, request_hash: str, response: Response) -> JobPublic | None:
+    with db.transaction() as s:
+        record = idempotency.find(s, owner, key)
+        if record is None:
+            return None
+        if record.request_hash != request_hash:
+            raise HTTPException(422, [{
+                "loc": ["header", "Idempotency-Key"], "type": "idempotency_key_reused",
+                "msg": f"Idempotency-Key {key!r} was already used with a different request body (job {record.job_id})",
+            }])
+        job = jobs_db.get_job(s, record.job_id)
+    response.status_code = 200
+    response.headers["Idempotent-Replayed"] = "true"
+    return JobPublic.of(job)
+
+
+@router.get("", response_model=JobList, operation_id="jobs-list", responses=ERRORS)
+def list_jobs(
+    owner: OwnerDep, db: DatabaseDep,
+    status: Annotated[list[JobStatus] | None, Query(description="only jobs in these states")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(pattern=jobs_db.JOB_ID_PATTERN, description="`next_cursor` of the previous page")] = None,
+) -> JobList:
+    """Your jobs, newest first."""
+    with db.transaction() as s:
+        rows, more = jobs_db.list_jobs(s, owner, statuses=status or (), limit=limit, before=cursor)
+    return JobList(data=[JobPublic.of(j) for j in rows], has_more=more, next_cursor=rows[-1].id if more else None)
+
+
+@router.get("/{job_id}", response_model=JobPublic, operation_id="jobs-get", responses=ERRORS)
+def get_job(job_id: JobId, owner: OwnerDep, db: DatabaseDep) -> JobPublic:
+    return JobPublic.of(_get_owned(db, job_id, owner))
+
+
+@router.get("/{job_id}/events", response_model=EventList, operation_id="jobs-events", responses=ERRORS)
+def list_events(
+    job_id: JobId, owner: OwnerDep, db: DatabaseDep,
+    after: Annotated[int, Query(ge=0, le=2**62, description="return events with a larger id")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> EventList:
+    """The job's event log (status changes, stages, layers, metrics), oldest first."""
+    _get_owned(db, job_id, owner)
+    with db.transaction() as s:
+        rows, more = jobs_db.list_events(s, job_id, after=after, limit=limit)
+    return EventList(data=[Event.of(e) for e in rows], has_more=more, last_id=rows[-1].id if rows else after)
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic, operation_id="jobs-cancel",
+             responses={**ERRORS, 409: {"model": ErrorBody}})
+def cancel_job(job_id: JobId, owner: OwnerDep, db: DatabaseDep) -> JobPublic:
+    """A queued job is cancelled at once; a running one moves to `cancelling` and stops at the next layer."""
+    _get_owned(db, job_id, owner)
+    try:
+        with db.transaction() as s:
+            jobs_db.request_cancel(s, job_id)
+    except jobs_db.InvalidTransition as e:
+        raise HTTPException(409, f"job {job_id} already {e.status}; only queued or running jobs can be cancelled") from None
+    return JobPublic.of(_get_owned(db, job_id, owner))

@@ -1,0 +1,11 @@
+"""Running exported artifacts: `load` (QuantLinear layers from the stored codes) and chat-style generation."""
+
+from compressor.inference.loader import (
+    ArtifactInfo,
+    UnsupportedArtifactError,
+    load,
+    load_tokenizer,
+    weight_bytes,
+)
+
+__all__ = ["ArtifactInfo", "UnsupportedArtifactError", "load", "load_tokenizer", "weight_bytes"]

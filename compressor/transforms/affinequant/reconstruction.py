@@ -1,0 +1,190 @@
+"""The block-wise reconstruction loop (OmniQuant's, which AffineQuant builds on).
+
+Inputs of decoder layer 0 are captured once for the calibration set. Then, per layer:
+the original layer's outputs on the full-precision inputs are the targets (optionally also its
+outputs on the quantized inputs: `aug_loss`); the transforms and clipping factors are trained
+for E epochs on the transformed, quantized layer run on the quantized inputs; the transforms
+are fused in float64, the weights quantized, and the quantized layer's outputs become the next
+layer's quantized inputs. Memory holds one layer's activations for the calibration set (a few
+copies of [samples, seqlen, hidden]), never the whole model's.
+
+Objectives: `mse` of the block outputs (the paper's), or `kl_top` through the logit lens:
+each block's output is read by the model's own final norm and lm_head, and the KL-Top of the
+original's logits to the quantized block's logits is minimized on `kl_top_positions` random
+positions per sample. For the last layer these are exactly the model's logits; for earlier
+layers it weights the output error by how much it moves the prediction one would read from it.
+Chosen over an end-to-end fine-tune because it keeps layer-by-layer memory and costs one
+lm_head product per scored position on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compressor.models.adapter import LlamaFamilyAdapter
+from compressor.progress import Progress
+from compressor.quant.calibration import LayerInputs, capture_layer0_inputs, layer_outputs
+from compressor.quant.compressed_linear import compressed, plain_linear
+from compressor.quant.kl_top import kl_top_loss
+from compressor.spec import AffineQuantConfig
+from compressor.transforms.affinequant.block import TransformedBlock
+from compressor.transforms.affinequant.clipping import LearnableClipping
+from compressor.transforms.affinequant.initialization import ActivationMaxima, initial_transforms
+from compressor.transforms.affinequant.merge import merge_layer_transforms, quantize_layer
+
+
+@dataclass
+class LayerRecord:
+    """What training one layer did: losses and the dominance guard's log, per epoch."""
+
+    layer: int
+    seconds: float = 0.0
+    epoch_loss: list[float] = field(default_factory=list)  # mean over the epoch's steps
+    epoch_min_margin: list[float] = field(default_factory=list)  # smallest dominance margin seen (before repairs)
+    rows_repaired: int = 0
+    epochs_lost_dominance: int = 0
+    skipped_steps: int = 0  # non-finite losses (none expected: matrices are repaired before inversion)
+
+
+class LogitLens(nn.Module):
+    """The model's final norm and lm_head, read from any layer's output (frozen)."""
+
+    def __init__(self, model: nn.Module, adapter: LlamaFamilyAdapter):
+        super().__init__()
+        self.norm, self.head = adapter.final_norm(model), adapter.lm_head(model)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(hidden))
+
+
+def block_loss(
+    out: torch.Tensor, target: torch.Tensor, aug_target: torch.Tensor | None, cfg: AffineQuantConfig,
+    lens: LogitLens | None, generator: torch.Generator,
+) -> torch.Tensor:
+    targets = [target] if aug_target is None else [target, aug_target]
+    if cfg.loss == "mse":
+        return sum(F.mse_loss(out, t) for t in targets)
+    positions = torch.randperm(out.shape[1], generator=generator)[: cfg.kl_top_positions].sort().values
+    student = lens(out[:, positions])
+    with torch.no_grad():
+        teachers = [lens(t[:, positions]) for t in targets]
+    return sum(kl_top_loss(t, student, cfg.kl_top_k) for t in teachers)
+
+
+def train_block(
+    block: TransformedBlock, inputs: LayerInputs, target: torch.Tensor, aug_target: torch.Tensor | None,
+    cfg: AffineQuantConfig, record: LayerRecord, lens: LogitLens | None, progress: Progress, generator: torch.Generator,
+) -> None:
+    groups = [{"params": list(block.transforms.parameters()), "lr": cfg.transform_lr}]
+    clip_params = [p for c in block.clips.values() for p in c.parameters() if p.requires_grad]
+    if clip_params:
+        groups.append({"params": clip_params, "lr": cfg.clip_lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
+    steps = cfg.epochs * math.ceil(inputs.hidden.shape[0] / inputs.batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if cfg.lr_schedule == "cosine" else None
+    with block.norm_hooks(), torch.enable_grad():
+        for epoch in range(cfg.epochs):
+            losses, min_margin, lost = [], math.inf, False
+            for rows, kwargs in inputs.batches():
+                for check in block.transforms.check(epoch, cfg.min_dominance).values():  # before any inverse
+                    min_margin = min(min_margin, check.min_margin)
+                    record.rows_repaired += check.rows_repaired
+                    lost |= check.lost_dominance
+                out = block.forward(inputs.hidden[rows], kwargs, epoch)
+                loss = block_loss(out, target[rows], None if aug_target is None else aug_target[rows], cfg, lens, generator)
+                if torch.isfinite(loss):
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    losses.append(loss.item())
+                else:
+                    record.skipped_steps += 1
+                if schedule is not None:  # every batch, skipped or not, so the decay ends at the last step
+                    schedule.step()
+            record.epoch_loss.append(sum(losses) / len(losses) if losses else math.nan)
+            record.epoch_min_margin.append(min_margin)
+            record.epochs_lost_dominance += lost
+            progress.emit("step", f"layer {record.layer} epoch {epoch + 1}/{cfg.epochs} loss {record.epoch_loss[-1]:.4g}",
+                          fraction=None, data={"layer": record.layer, "epoch": epoch, "loss": record.epoch_loss[-1]})
+            progress.check_cancel()
+
+
+def _rounded(value: Any) -> Any:
+    """Floats to 4 significant digits, so the per-epoch log stays readable in reports."""
+    if isinstance(value, float):
+        return float(f"{value:.4g}")
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
+
+
+def _with_hidden(inputs: LayerInputs, hidden: torch.Tensor) -> LayerInputs:
+    return LayerInputs(hidden=hidden, kwargs=inputs.kwargs, batch_size=inputs.batch_size)
+
+
+def affinequant_quantize(
+    model: nn.Module, adapter: LlamaFamilyAdapter, tokens: torch.Tensor, cfg: AffineQuantConfig, progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run AffineQuant on `model` in place with calibration `tokens` [samples, seqlen]; returns the per-layer log."""
+    progress = progress or Progress()
+    requires_grad = {p: p.requires_grad for p in model.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    generator = torch.Generator().manual_seed(0)
+    lens = LogitLens(model, adapter) if cfg.loss == "kl_top" else None
+    records: list[LayerRecord] = []
+    weight_errors: list[dict[str, Any]] = []
+    try:
+        inputs = capture_layer0_inputs(model, adapter, tokens, batch_size=min(cfg.batch_size, tokens.shape[0]))
+        fp_hidden = quant_hidden = inputs.hidden
+        for index in range(adapter.num_layers):
+            start = time.perf_counter()
+            parts = adapter.layer_parts(model, index)
+            maxima = ActivationMaxima()
+            with maxima.recording(parts):
+                target = layer_outputs(parts.layer, _with_hidden(inputs, fp_hidden))
+            aug_target = None
+            if cfg.aug_loss and quant_hidden is not fp_hidden:
+                aug_target = layer_outputs(parts.layer, _with_hidden(inputs, quant_hidden))
+
+            for name in parts.linears():
+                parent, attr = name.split(".")
+                compressed(getattr(parts.layer, parent), attr).input_quant = cfg.activations
+            parts = adapter.layer_parts(model, index)
+            transforms = initial_transforms(parts, adapter, maxima, cfg)
+            clips = {name: LearnableClipping(plain_linear(lin).weight.shape, cfg.weights, cfg.learnable_clipping)
+                     for name, lin in parts.linears().items()}
+            block = TransformedBlock(parts, adapter, transforms, clips)
+            record = LayerRecord(layer=index)
+            train_block(block, _with_hidden(inputs, quant_hidden), target, aug_target, cfg, record, lens, progress, generator)
+
+            last = cfg.epochs - 1
+            for check in transforms.check(last, cfg.min_dominance).values():
+                record.rows_repaired += check.rows_repaired
+            merge_layer_transforms(parts, adapter, transforms.final(last))
+            weight_errors += quantize_layer(parts, clips, cfg.activations)
+            quant_hidden = layer_outputs(parts.layer, _with_hidden(inputs, quant_hidden))
+            fp_hidden = target
+            record.seconds = time.perf_counter() - start
+            records.append(record)
+            progress.layer(index, adapter.num_layers, data={"loss": record.epoch_loss[-1], "seconds": record.seconds})
+    finally:
+        for p, flag in requires_grad.items():
+            p.requires_grad_(flag)
+    return {
+        "layers": [_rounded(asdict(r)) for r in records],
+        "weight_errors": weight_errors,
+        "seconds_per_layer": sum(r.seconds for r in records) / max(len(records), 1),
+        "rows_repaired": sum(r.rows_repaired for r in records),
+        "min_dominance_margin": min((m for r in records for m in r.epoch_min_margin), default=math.nan),
+        "skipped_steps": sum(r.skipped_steps for r in records),
+    }

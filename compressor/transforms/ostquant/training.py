@@ -1,0 +1,95 @@
+"""The OSTQuant calibration loop: transforms trained end to end against the model's own teacher.
+
+Teacher = the same modules with base weights and compression bypassed (no second model in
+memory). Student = the same modules run through `torch.func.functional_call` with the
+transformed (and, for weight-only targets, fake-quantized) weights, with activation and KV
+quantizers active when the target quantizes them. Embedding and head use the rotation on
+the activations (E[tokens]·R1 and (h·R1ᵀ)·Wᵀ), which avoids a 49152×576 product per step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from compressor.context import CompressionContext
+from compressor.quant.compressed_linear import compression_bypassed
+from compressor.quant.kl_top import kl_top_loss
+from compressor.quant.quantizer import round_ste, scale_zero_from_range
+from compressor.spec import OSTQuantConfig, WeightQuantConfig
+from compressor.transforms.ostquant.effective import effective_layer_weights
+from compressor.transforms.ostquant.parameters import OSTParameters
+from compressor.transforms.ostquant.stiefel import CayleyAdam
+
+
+def fake_quantize_weight_ste(w: torch.Tensor, cfg: WeightQuantConfig) -> torch.Tensor:
+    """Per-channel/group RTN with a straight-through gradient (ranges from the current weight)."""
+    rows, cols = w.shape
+    g = cols if cfg.strategy != "group" else cfg.group_size
+    pad = (-cols) % g
+    wg = F.pad(w, (0, pad)).view(rows, -1, g)
+    scale, zero = scale_zero_from_range(wg.amin(-1, keepdim=True), wg.amax(-1, keepdim=True), cfg.bits, cfg.symmetric)
+    qmin, qmax = (-(2 ** (cfg.bits - 1)), 2 ** (cfg.bits - 1) - 1) if cfg.symmetric else (0, 2**cfg.bits - 1)
+    q = torch.clamp(round_ste(wg / scale) + zero, qmin, qmax)
+    return ((q - zero) * scale).view(rows, -1)[:, :cols]
+
+
+def calibration_loss(teacher: torch.Tensor, student: torch.Tensor, tokens: torch.Tensor, cfg: OSTQuantConfig) -> torch.Tensor:
+    if cfg.loss == "kl_top":
+        return kl_top_loss(teacher, student, k=cfg.k, renormalize=cfg.renormalize)
+    if cfg.loss == "kl":
+        return kl_top_loss(teacher, student, k=teacher.shape[-1])
+    return F.cross_entropy(student[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
+
+
+def train_transforms(
+    ctx: CompressionContext, params: OSTParameters, cfg: OSTQuantConfig,
+    weight_target: WeightQuantConfig | None, down_hadamard_seed: int | None,
+) -> list[float]:
+    """Run `cfg.steps` optimizer steps; returns the loss per step."""
+    model, adapter = ctx.model, ctx.adapter
+    if cfg.steps == 0:
+        return []
+    body = model.model
+    name_of = {id(p): n for n, p in body.named_parameters()}
+    embedding, head = adapter.embeddings(model).weight.detach(), adapter.lm_head(model).weight.detach()
+    layers = adapter.all_layer_parts(model)
+    tokens = ctx.calibration_tokens()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opts: list[torch.optim.Optimizer] = []
+    if params.rotations():
+        opts.append(CayleyAdam(params.rotations(), lr=cfg.rotation_lr))
+    if params.scales():
+        opts.append(torch.optim.Adam(params.scales(), lr=cfg.scale_lr))
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+    losses: list[float] = []
+    for step in range(cfg.steps):
+        batch = tokens[torch.randint(0, tokens.shape[0], (cfg.batch_size,), generator=gen)]
+        with torch.no_grad(), compression_bypassed():
+            teacher = model(batch, use_cache=False).logits
+        r1 = params.r1.float() if params.r1 is not None else None
+        weights: dict[str, Any] = {}
+        for parts in layers:
+            for param, value in effective_layer_weights(parts, adapter, params, torch.float32, r1, down_hadamard_seed).items():
+                if weight_target is not None and value.dim() == 2:
+                    value = fake_quantize_weight_ste(value, weight_target)
+                weights[name_of[id(param)]] = value
+        embeds = embedding[batch] @ r1 if r1 is not None else embedding[batch]
+        hidden = functional_call(body, weights, args=(), kwargs={"inputs_embeds": embeds, "use_cache": False})[0]
+        logits = (hidden @ r1.T if r1 is not None else hidden) @ head.T
+        loss = calibration_loss(teacher, logits, batch, cfg)
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in opts:
+            opt.step()
+        losses.append(loss.item())
+        ctx.progress.emit("step", f"step {step + 1}/{cfg.steps} loss {losses[-1]:.4f}", fraction=(step + 1) / cfg.steps,
+                          data={"step": step + 1, "loss": losses[-1]})
+        ctx.progress.check_cancel()
+    return losses

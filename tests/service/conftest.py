@@ -1,0 +1,112 @@
+"""Fixtures of the service tests: real SQLite and PostgreSQL databases, Redis, settings.
+
+PostgreSQL: one database per test run (`svc_<random>`), dropped at the end; each test that
+asks for `db_url` gets its own schema in it. Redis: a queue name per run. A service that
+cannot be reached makes its tests skip with the reason (CI starts both).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from api.db.database import Database
+from api.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+PG_ADMIN_URL = os.environ.get("COMPRESSOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("COMPRESSOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    u = make_url(url)
+    try:
+        with socket.create_connection((u.host or "127.0.0.1", u.port or default_port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """URL of a fresh PostgreSQL database for this test run."""
+    if not _reachable(PG_ADMIN_URL, 5432):
+        pytest.skip(f"PostgreSQL not reachable at {make_url(PG_ADMIN_URL).render_as_string()}")
+    name = f"svc_{secrets.token_hex(6)}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a SQLite file, or a fresh schema in the run's PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'jobs.db'}"
+        return
+    base = request.getfixturevalue("pg_database")
+    schema = f"t_{secrets.token_hex(5)}"
+    engine = create_engine(base, isolation_level="AUTOCOMMIT")
+    with engine.connect() as c:
+        c.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield make_url(base).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as c:
+            c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    database = Database(db_url)
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    if not _reachable(REDIS_URL, 6379):
+        pytest.skip(f"Redis not reachable at {REDIS_URL}")
+    return REDIS_URL
+
+
+def service_settings(tmp_path: Path, **overrides: object) -> Settings:
+    """Settings for a test: everything under tmp_path, short leases, the dry-run runner."""
+    values: dict[str, object] = {
+        "home": tmp_path / "home", "lease_s": 3.0, "heartbeat_s": 0.5, "poll_s": 0.2, "cancel_grace_s": 2.0,
+        "event_flush_s": 0.2, "job_runner": "workers.dry_run:run", "max_attempts": 2,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def fake_store_entry(home: Path, name: str = "smollm2-135m") -> None:
+    """A model-store entry (only its store.json) for API tests that never run the model."""
+    import json
+
+    folder = home / "models" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "store.json").write_text(json.dumps(
+        {"name": name, "architecture": "LlamaForCausalLM", "params": 134515008, "num_layers": 30, "hidden_size": 576}))
+
+
+def create_api_key(db: Database, name: str = "alice") -> str:
+    from api.db import keys
+
+    with db.transaction() as s:
+        return keys.create_key(s, name)[1]

@@ -1,0 +1,133 @@
+"""OSTQuant on tiny Llamas: exact fusion, orthogonality through training, and training that helps."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from compressor.context import CompressionContext
+from compressor.models.adapter import adapter_for, tiny_llama
+from compressor.progress import Progress
+from compressor.spec import OSTQuantConfig, Recipe
+from compressor.transforms.fusion import fold_norms_into_linears
+from compressor.transforms.hadamard import random_hadamard_matrix
+from compressor.transforms.ostquant.effective import fuse_ost_transforms
+from compressor.transforms.ostquant.parameters import OSTParameters
+from compressor.transforms.ostquant.stiefel import CayleyAdam, orthogonality_error
+from compressor.transforms.ostquant.stage import run_ostquant
+
+
+def perturbed_parameters(model, adapter, seed: int = 0) -> OSTParameters:
+    """Non-trivial transforms: random orthogonal rotations and random scales."""
+    params = OSTParameters(model, adapter, OSTQuantConfig())
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for r in params.rotations():
+            q, _ = torch.linalg.qr(torch.randn(r.shape, generator=g, dtype=torch.float64))
+            r.copy_(q)
+        for s in params.scales():
+            s.copy_(torch.randn(s.shape, generator=g) * 0.5)
+    return params
+
+
+@pytest.mark.parametrize("kv_heads", [2, 6])
+def test_fused_transforms_keep_logits(kv_heads):
+    model = tiny_llama(num_key_value_heads=kv_heads)
+    adapter = adapter_for(model)
+    adapter.untie_embeddings(model)
+    tokens = torch.randint(0, 256, (2, 40))
+    with torch.no_grad():
+        before = model(tokens).logits
+    fold_norms_into_linears(model, adapter)
+    params = perturbed_parameters(model, adapter)
+    from compressor.quant.compressed_linear import compressed
+
+    for parts in adapter.all_layer_parts(model):
+        compressed(parts.layer.mlp, "down_proj").set_input_rotation(random_hadamard_matrix(adapter.intermediate_size, seed=7))
+    fuse_ost_transforms(model, adapter, params, down_hadamard_seed=7)
+    with torch.no_grad():
+        after = model(tokens).logits
+    assert ((after - before).abs().max() / before.abs().max()).item() < 1e-4
+    assert not torch.allclose(model.model.layers[0].input_layernorm.weight, torch.ones(48))  # scales went into the norm
+
+
+def test_qk_scale_is_exact_through_rope():
+    """Scales equal within each rotary pair commute with RoPE; unequal ones would not."""
+    model = tiny_llama()
+    adapter = adapter_for(model)
+    adapter.untie_embeddings(model)
+    tokens = torch.randint(0, 256, (1, 50))
+    with torch.no_grad():
+        before = model(tokens).logits
+    fold_norms_into_linears(model, adapter)
+    params = OSTParameters(model, adapter, OSTQuantConfig(rotations=[]))
+    with torch.no_grad():
+        params.log_qk.copy_(torch.randn(params.log_qk.shape))
+    fuse_ost_transforms(model, adapter, params, down_hadamard_seed=None)
+    with torch.no_grad():
+        after = model(tokens).logits
+    assert ((after - before).abs().max() / before.abs().max()).item() < 1e-4
+
+
+def test_cayley_adam_stays_orthogonal_and_descends():
+    torch.manual_seed(0)
+    target = torch.linalg.qr(torch.randn(16, 16, dtype=torch.float64))[0]
+    if torch.linalg.det(target) < 0:  # Cayley steps stay in the rotation group (det +1)
+        target[:, 0] = -target[:, 0]
+    x = torch.nn.Parameter(torch.eye(16, dtype=torch.float64))
+    opt = CayleyAdam([x], lr=0.2)
+    first = None
+    for _ in range(300):
+        loss = (x - target).pow(2).sum()
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        assert orthogonality_error(x.detach()) < 1e-10
+    assert loss.item() < 0.05 * first
+
+
+def tiny_context(model, stages: list, calibration: torch.Tensor) -> CompressionContext:
+    recipe = Recipe.model_validate({"stages": stages})
+    ctx = CompressionContext(model, None, adapter_for(model), recipe, Progress(), data_dir=Path("."))
+    ctx._calibration = calibration
+    return ctx
+
+
+def test_training_w4a4_lowers_kl_and_keeps_rotations_orthogonal():
+    model = tiny_llama(num_hidden_layers=2, vocab_size=256)
+    adapter = adapter_for(model)
+    adapter.untie_embeddings(model)
+    with torch.no_grad():  # outlier channels in the residual stream, as real LLMs have
+        model.model.embed_tokens.weight[:, :3] *= 30
+        model.lm_head.weight.mul_(8)
+    reference = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(0)
+    cal = torch.randint(0, 256, (8, 32), generator=g)
+    stages = [{"ostquant": {"steps": 40, "batch_size": 8, "k": 64, "qsur_samples": 2, "rotation_lr": 0.2, "scale_lr": 0.02}},
+              {"quantize": {"weights": None, "activations": {"bits": 4}, "kv_cache": {"bits": 4}}}]
+    ctx = tiny_context(model, stages, cal)
+    events = []
+    ctx.progress = Progress(events.append)
+    details = run_ostquant(ctx, ctx.recipe.stage_configs()[0])
+    losses = ctx.report_sections["training"]["ostquant_loss"]
+    assert len(losses) == 40 and all(map(torch.isfinite, map(torch.tensor, losses)))
+    assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5
+    assert details["orthogonality_error"] < 1e-5
+    assert sum(e.kind == "step" for e in events) == 40
+    qsur = ctx.report_sections["qsur"]
+    assert {r["kind"] for r in qsur} == {"qkv", "gate_up", "down"}
+    assert all(set(r["values"]) == {"original", "smoothing", "rotation", "rotation_scaling"} for r in qsur)
+    # the fused model without quantization equals the original (online rotations kept)
+    for m in model.modules():
+        if hasattr(m, "input_quant"):
+            m.input_quant = None
+        if hasattr(m, "kv_quant"):
+            m.kv_quant = None
+    tokens = torch.randint(0, 256, (1, 30), generator=g)
+    with torch.no_grad():
+        a, b = reference(tokens).logits, model(tokens).logits
+    assert ((a - b).abs().max() / a.abs().max()).item() < 1e-4
