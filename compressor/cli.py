@@ -1,4 +1,4 @@
-"""`compressor` command line: run jobs, manage the model store, list recipes, and the service commands."""
+"""`compressor` command line: run jobs, manage the model store, list recipes, try an artifact, and the service commands."""
 
 from __future__ import annotations
 
@@ -95,6 +95,19 @@ def cmd_recipes(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Greedy reply of an exported artifact (loaded with QuantLinear layers) to one chat prompt."""
+    from compressor.inference import UnsupportedArtifactError, generate_reply, load, load_tokenizer
+
+    try:
+        model = load(args.artifact)
+    except (UnsupportedArtifactError, FileNotFoundError) as e:
+        print(f"cannot load {args.artifact}: {e}", file=sys.stderr)
+        return 2
+    print(generate_reply(model, load_tokenizer(args.artifact), args.prompt, args.max_new_tokens))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="compressor", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -114,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("recipes", help="list ready-made recipes")
     p.set_defaults(func=cmd_recipes)
+
+    p = sub.add_parser("generate", help="greedy reply of an exported artifact to a chat prompt")
+    p.add_argument("--artifact", required=True, type=Path, help="checkpoint folder (config.json, model.safetensors, manifest.json)")
+    p.add_argument("--prompt", required=True, help="user message, wrapped in the tokenizer's chat template")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.set_defaults(func=cmd_generate)
 
     try:
         from compressor.cli_service import add_service_commands

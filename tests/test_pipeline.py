@@ -49,7 +49,8 @@ def test_rtn_job_writes_report_and_checkpoint(model_store, tmp_path):
 
 def test_same_job_twice_is_bit_identical(model_store, tmp_path):
     stages = [{"quantize": {"weights": {"bits": 4, "strategy": "channel", "method": "gptq"}}}]
-    job = spec(stages, calibration={"samples": 4, "seqlen": 128}, eval={**SMALL_EVAL, "original": False, "kl": False})
+    job = spec(stages, calibration={"samples": 2, "seqlen": 128},
+               eval={"datasets": ["wiki"], "max_tokens": 512, "window": 256, "original": False, "kl": False})
     a, b = run(job, tmp_path / "a"), run(job, tmp_path / "b")
     assert a.report["perplexity"] == b.report["perplexity"]
     sums = lambda d: {f["name"]: f["sha256"] for f in json.loads((d / "checkpoint" / "manifest.json").read_text())["files"]}
@@ -88,16 +89,3 @@ def test_user_jsonl_calibration(model_store, tmp_path):
     result = run(spec(stages, calibration={"dataset": "mine.jsonl", "samples": 2, "seqlen": 64},
                       eval={**SMALL_EVAL, "kl": False}, export={"format": "none"}), tmp_path)
     assert result.report["perplexity"]["compressed"]["wiki"] < 3 * result.report["perplexity"]["original"]["wiki"]
-
-
-def test_exported_checkpoint_loads_in_transformers(model_store, tmp_path, tokenizer):
-    from transformers import AutoModelForCausalLM
-
-    from compressor.data import eval_windows, load_text
-    from compressor.eval.perplexity import score_windows
-
-    result = run(spec(RTN_G64, eval={**SMALL_EVAL, "original": False, "kl": False}), tmp_path)
-    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "checkpoint", dtype=torch.float32).eval()
-    windows = eval_windows(tokenizer, load_text("wiki", "eval"), 1024, 512)
-    reloaded = score_windows(loaded, windows).perplexity
-    assert reloaded == pytest.approx(result.report["perplexity"]["compressed"]["wiki"], rel=0.01)  # bf16 scales on disk

@@ -1,5 +1,6 @@
 """Running exported artifacts: `load` (QuantLinear layers from the stored codes) and chat-style generation."""
 
+from compressor.inference.generation import generate_reply
 from compressor.inference.loader import (
     ArtifactInfo,
     UnsupportedArtifactError,
@@ -8,4 +9,4 @@ from compressor.inference.loader import (
     weight_bytes,
 )
 
-__all__ = ["ArtifactInfo", "UnsupportedArtifactError", "load", "load_tokenizer", "weight_bytes"]
+__all__ = ["ArtifactInfo", "UnsupportedArtifactError", "generate_reply", "load", "load_tokenizer", "weight_bytes"]

@@ -28,12 +28,15 @@ from torch import nn
 
 from compressor.export.manifest import MANIFEST, sha256_file
 from compressor.export.online_rotations import read_online_rotations
+from compressor.inference.fused_projections import FusedProjection, fuse_projections
 from compressor.quant.quantizer import fake_quantize_per_token
 from triton_kernels import w4a16
 from triton_kernels.packing import pack_int4, packed_width, unpack_int4
 from triton_kernels.quant_linear import Backend, QuantLinear
 
 WEIGHTS_FILE = "model.safetensors"
+# Projections that read the same input, fused into one int4 matmul when compatible.
+FUSABLE_GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 # runtime_requirements codes (see compressor.export.compressed_tensors_format) that load() can meet.
 SUPPORTED_REQUIREMENTS = {"online_input_rotation", "activations_below_8_bits"}
 
@@ -52,6 +55,7 @@ class ArtifactInfo:
     layers: Counter = field(default_factory=Counter)  # kind of module built -> count
     dense_fallbacks: list[str] = field(default_factory=list)
     online_rotations: list[str] = field(default_factory=list)
+    fused_groups: int = 0
 
 
 # --------------------------------------------------------------------------- modules
@@ -250,12 +254,14 @@ def load(
     device: str | torch.device = "cpu",
     backend: Backend = "auto",
     verify_checksums: bool = True,
+    fuse: bool = True,
 ) -> nn.Module:
     """An exported artifact as a transformers causal LM with QuantLinear layers, in eval mode.
 
     `dtype` is the compute dtype and that of every non-quantized tensor (stored in bf16, so
     bf16 keeps them as they are; float32 is exact too). QuantLinear keeps the stored scales in
-    `dtype`. Raises `UnsupportedArtifactError` for artifacts it cannot run faithfully.
+    `dtype`. With `fuse`, q/k/v and gate/up int4 projections become one matmul each (exact).
+    Raises `UnsupportedArtifactError` for artifacts it cannot run faithfully.
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -316,6 +322,11 @@ def load(
         raise RuntimeError(f"tensors left on the meta device: {leftover[:5]}")
     for p in model.parameters():
         p.requires_grad_(False)
+    if fuse:
+        for module in list(model.modules()):
+            for names in FUSABLE_GROUPS:
+                if all(hasattr(module, n) for n in names) and fuse_projections(module, list(names)):
+                    info.fused_groups += 1
     model.artifact = info
     return model.to(device).eval()
 
@@ -344,7 +355,7 @@ def weight_bytes(model: nn.Module, include_runtime_layouts: bool = True) -> dict
         for pname, t in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
             if pname in ("inv_freq", "original_inv_freq"):
                 continue
-            if isinstance(module, QuantLinear):
+            if isinstance(module, (QuantLinear, FusedProjection)):
                 kind = "quantized_linears"
             elif isinstance(module, InputRotation):
                 kind = "online_rotations"

@@ -15,7 +15,14 @@ import math
 import torch
 from torch import nn
 
-from compressor.quant.quantizer import QuantizedWeight, int_range, quantize_codes, round_ste, scale_zero_from_range, weight_group_size
+from compressor.quant.quantizer import (
+    QuantizedWeight,
+    int_range,
+    quantize_codes,
+    round_ste,
+    scale_zero_from_range,
+    weight_group_size,
+)
 from compressor.spec import WeightQuantConfig
 
 INITIAL_FACTOR = 4.0  # σ(4) ≈ 0.982

@@ -23,7 +23,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from compressor.transforms.affinequant.mask import DominanceCheck, band_mask, dominance_margins, repair_dominance
+from compressor.transforms.affinequant.mask import (
+    DominanceCheck,
+    band_mask,
+    dominance_margins,
+    repair_dominance,
+)
 
 SCALE_FLOOR = 1e-5  # smallest SmoothQuant statistic and initial diagonal, as in OmniQuant
 

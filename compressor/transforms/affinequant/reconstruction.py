@@ -30,14 +30,24 @@ from torch import nn
 
 from compressor.models.adapter import LlamaFamilyAdapter
 from compressor.progress import Progress
-from compressor.quant.calibration import LayerInputs, capture_layer0_inputs, layer_outputs
+from compressor.quant.calibration import (
+    LayerInputs,
+    capture_layer0_inputs,
+    layer_outputs,
+)
 from compressor.quant.compressed_linear import compressed, plain_linear
 from compressor.quant.kl_top import kl_top_loss
 from compressor.spec import AffineQuantConfig
 from compressor.transforms.affinequant.block import TransformedBlock
 from compressor.transforms.affinequant.clipping import LearnableClipping
-from compressor.transforms.affinequant.initialization import ActivationMaxima, initial_transforms
-from compressor.transforms.affinequant.merge import merge_layer_transforms, quantize_layer
+from compressor.transforms.affinequant.initialization import (
+    ActivationMaxima,
+    initial_transforms,
+)
+from compressor.transforms.affinequant.merge import (
+    merge_layer_transforms,
+    quantize_layer,
+)
 
 
 @dataclass

@@ -1,0 +1,205 @@
+"""Greedy decode speed and weight memory: the original model in bf16 and fp32 against the
+W4A16 (int4, group 64) artifact loaded with `compressor.load` (CPU native int4 path).
+
+All models are timed in interleaved rounds in one process (round r runs every model before
+round r+1), so slow periods of a shared machine hit them alike; the numbers are medians over
+rounds. Each round: a prefill of `--prompt-tokens` wiki tokens per sequence (KV cache on, only
+the last position's logits), then `--new-tokens` greedy steps of one token per sequence.
+Decode tokens/s = batch × (new_tokens − 1) / time of the one-token steps; it is reported on
+the wall clock and on the process CPU clock (with one torch thread the latter is what the work
+itself cost, less exposed to other processes on the machine).
+
+    python bench/decode.py [--artifact DIR] [--threads 1] [--rounds 3] [--batches 1 8]
+                           [--prompt-tokens 64] [--new-tokens 64] [--out bench/results/decode.json]
+
+Without --artifact the W4A16 RTN job (group 64) runs first (~1 min) into a temporary folder.
+Weight memory counts every parameter and buffer once (tied embeddings once) plus, for the
+artifact, the CPU int4 layout QuantLinear builds on first use (`resident`); `as_stored` leaves
+that copy out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from compressor.data import eval_windows, load_text  # noqa: E402
+from compressor.inference import load, weight_bytes  # noqa: E402
+from compressor.models.store import ModelStore  # noqa: E402
+from compressor.paths import compressor_home  # noqa: E402
+
+MODEL = "smollm2-135m"
+W4A16_RECIPE = {
+    "stages": [{"quantize": {"weights": {"bits": 4, "strategy": "group", "group_size": 64}}}],
+    "eval": {"datasets": ["wiki"], "max_tokens": 1024, "kl": False, "original": False},
+}
+
+
+def make_artifact(work: Path) -> Path:
+    from compressor.pipeline import run
+    from compressor.spec import JobSpec
+
+    run(JobSpec.model_validate({"model": MODEL, "recipe": W4A16_RECIPE}), work)
+    return work / "checkpoint"
+
+
+def cpu_description() -> dict[str, Any]:
+    model, flags = platform.processor() or "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    simd = sorted(f for f in flags if f in {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8"})
+    return {"cpu_model": model, "simd_flags": simd, "logical_cpus": os.cpu_count(), "machine": platform.machine()}
+
+
+@torch.inference_mode()
+def greedy_decode(model: torch.nn.Module, prompts: torch.Tensor, new_tokens: int) -> dict[str, Any]:
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = model(prompts, cache=cache, use_cache=True, logits_to_keep=1)
+    token = out.logits[:, -1].argmax(-1, keepdim=True)
+    prefill_wall, prefill_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    tokens = [token]
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(new_tokens - 1):
+        out = model(token, cache=cache, use_cache=True)
+        token = out.logits[:, -1].argmax(-1, keepdim=True)
+        tokens.append(token)
+    decode_wall, decode_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    steps = prompts.shape[0] * (new_tokens - 1)
+    return {
+        "decode_tokens_per_s_wall": steps / decode_wall,
+        "decode_tokens_per_s_cpu": steps / decode_cpu,
+        "prefill_s_wall": prefill_wall,
+        "prefill_s_cpu": prefill_cpu,
+        "tokens": torch.cat(tokens, dim=1),
+    }
+
+
+def dense_weight_bytes(model: torch.nn.Module) -> int:
+    seen, total = set(), 0
+    for t in list(model.parameters()) + [b for n, b in model.named_buffers() if not n.endswith("inv_freq")]:
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in seen:
+            seen.add(ptr)
+            total += t.untyped_storage().nbytes()
+    return total
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--artifact", type=Path, help="W4A16 artifact folder (default: run the RTN g64 job first)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--prompt-tokens", type=int, default=64)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "decode.json")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    store = ModelStore(compressor_home())
+    folder = store.resolve(MODEL)
+    with tempfile.TemporaryDirectory() as tmp:
+        artifact = args.artifact or make_artifact(Path(tmp))
+        models = {
+            "original_bf16": AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval(),
+            "original_fp32": AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval(),
+            "w4a16_g64": load(artifact, dtype=torch.bfloat16),
+        }
+        artifact_manifest = json.loads((artifact / "manifest.json").read_text())
+        artifact_label = str(artifact) if args.artifact else "temporary folder (RTN g64 job run by this script)"
+        tokenizer = AutoTokenizer.from_pretrained(artifact)
+    windows = eval_windows(tokenizer, load_text("wiki", "eval"), args.prompt_tokens * max(args.batches), args.prompt_tokens)
+
+    loadavg_before = os.getloadavg()
+    runs: dict[str, dict[int, list[dict]]] = {name: {b: [] for b in args.batches} for name in models}
+    for name, model in models.items():  # warm-up: builds QuantLinear's CPU layout, fills allocator caches
+        greedy_decode(model, windows[:1], 4)
+    for _ in range(args.rounds):
+        for batch in args.batches:
+            for name, model in models.items():
+                runs[name][batch].append(greedy_decode(model, windows[:batch], args.new_tokens))
+    loadavg_after = os.getloadavg()
+
+    results: dict[str, Any] = {}
+    for name, model in models.items():
+        entry: dict[str, Any] = {}
+        for batch in args.batches:
+            rs = runs[name][batch]
+            entry[f"batch{batch}"] = {
+                key: statistics.median(r[key] for r in rs)
+                for key in ("decode_tokens_per_s_wall", "decode_tokens_per_s_cpu", "prefill_s_wall", "prefill_s_cpu")
+            } | {"rounds_decode_tokens_per_s_wall": [round(r["decode_tokens_per_s_wall"], 2) for r in rs]}
+        if name.startswith("w4a16"):
+            mem = weight_bytes(model, include_runtime_layouts=True)
+            entry["weight_bytes_resident"] = mem["total"]
+            entry["weight_bytes_as_stored"] = mem["total"] - mem.get("quantized_linears_cpu_layout", 0)
+            entry["weight_bytes_by_kind"] = mem
+            entry["artifact"] = {"path": artifact_label, "layers": dict(model.artifact.layers), "fused_groups": model.artifact.fused_groups,
+                                 "checkpoint_files_bytes": sum(f["size"] for f in artifact_manifest["files"])}
+        else:
+            entry["weight_bytes_resident"] = entry["weight_bytes_as_stored"] = dense_weight_bytes(model)
+        results[name] = entry
+
+    bf16, w4 = results["original_bf16"], results["w4a16_g64"]
+    summary: dict[str, Any] = {}
+    for batch in args.batches:
+        for clock in ("wall", "cpu"):
+            key = f"decode_tokens_per_s_{clock}"
+            suffix = "" if clock == "wall" else "_cpu_clock"
+            summary[f"speedup_w4a16_vs_bf16_batch{batch}{suffix}"] = w4[f"batch{batch}"][key] / bf16[f"batch{batch}"][key]
+            summary[f"speedup_w4a16_vs_fp32_batch{batch}{suffix}"] = (
+                w4[f"batch{batch}"][key] / results["original_fp32"][f"batch{batch}"][key])
+    summary["weight_memory_ratio_w4a16_vs_bf16"] = w4["weight_bytes_resident"] / bf16["weight_bytes_resident"]
+    summary["weight_memory_ratio_w4a16_vs_bf16_as_stored"] = w4["weight_bytes_as_stored"] / bf16["weight_bytes_resident"]
+    by_kind = w4["weight_bytes_by_kind"]
+    summary["w4a16_weight_bytes_share"] = {k: v / by_kind["total"] for k, v in by_kind.items() if k != "total"}
+    first = {name: runs[name][args.batches[0]][0]["tokens"] for name in models}
+    summary["greedy_token_agreement_w4a16_vs_bf16"] = (first["w4a16_g64"] == first["original_bf16"]).float().mean().item()
+    summary["greedy_token_agreement_fp32_vs_bf16"] = (first["original_fp32"] == first["original_bf16"]).float().mean().item()
+
+    report = {
+        **summary,
+        "targets": {"speedup_w4a16_vs_bf16_batch1": ">= 1.5", "weight_memory_ratio_w4a16_vs_bf16": "<= 0.3"},
+        "models": results,
+        "settings": {"model": MODEL, "threads": args.threads, "rounds": args.rounds, "batches": args.batches,
+                     "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens, "kv_cache": True,
+                     "decoding": "greedy", "statistic": "median over rounds"},
+        "machine": {**cpu_description(), "torch_threads": torch.get_num_threads(),
+                    "loadavg_before": loadavg_before, "loadavg_after": loadavg_after},
+        "versions": {"torch": torch.__version__, "python": platform.python_version(),
+                     "transformers": __import__("transformers").__version__},
+        "command": " ".join(["python", *map(shlex.quote, sys.argv)]),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if k not in ("models",)}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

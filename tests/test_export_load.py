@@ -1,0 +1,252 @@
+"""Exported artifacts load back: in plain transformers, and with `compressor.load` (QuantLinear layers).
+
+Unit tests use a tiny random Llama (seconds); the `model` tests run one RTN job per format on
+the real SmolLM2 and check that both loaders reproduce the job's own perplexity.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from compressor.context import CompressionContext
+from compressor.export.compressed_tensors_format import export_compressed_tensors
+from compressor.export.manifest import MANIFEST, sha256_file
+from compressor.inference import UnsupportedArtifactError, load, weight_bytes
+from compressor.inference.fused_projections import ProjectionSlice
+from compressor.inference.loader import DequantizedLinear, InputRotation
+from compressor.models.adapter import adapter_for, tiny_llama
+from compressor.progress import Progress
+from compressor.quant.stage import run_quantize
+from compressor.spec import HadamardConfig, JobSpec, QuantizeConfig, Recipe
+from compressor.transforms.quarot import apply_hadamard_rotations
+from triton_kernels.quant_linear import QuantLinear
+
+TINY = dict(hidden_size=64, intermediate_size=128, num_attention_heads=8, num_key_value_heads=2, head_dim=8)
+
+
+class NoTokenizer:
+    def save_pretrained(self, _folder: Path) -> None:
+        pass
+
+
+def export_tiny(tmp_path: Path, quantize: dict, hadamard: bool = False) -> tuple[torch.nn.Module, Path]:
+    """A tiny Llama, optionally rotated, quantized by the real stage, exported; (in-memory model, folder)."""
+    model = tiny_llama(**TINY)
+    adapter = adapter_for(model)
+    if hadamard:
+        apply_hadamard_rotations(model, adapter, HadamardConfig(), qk_rotation=False)
+    cfg = QuantizeConfig.model_validate(quantize)
+    ctx = CompressionContext(model, None, adapter, Recipe(), Progress(), data_dir=tmp_path)
+    run_quantize(ctx, cfg)
+    folder = tmp_path / "checkpoint"
+    export_compressed_tensors(model, NoTokenizer(), folder, {"model": "tiny"})
+    return model, folder
+
+
+def logits(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(tokens, use_cache=False).logits.float()
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+TOKENS = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(0))
+W4_G32 = {"weights": {"bits": 4, "strategy": "group", "group_size": 32}}
+W4_CHANNEL_ASYM = {"weights": {"bits": 4, "strategy": "channel", "symmetric": False}}
+W3_G32_ASYM = {"weights": {"bits": 3, "strategy": "group", "group_size": 32, "symmetric": False}}
+W8A8 = {"weights": {"bits": 8, "strategy": "channel"}, "activations": {"bits": 8, "symmetric": True}}
+W8A8_ASYM_ACT = {"weights": {"bits": 8, "strategy": "channel"}, "activations": {"bits": 8, "symmetric": False}}
+
+
+@pytest.mark.parametrize(
+    "quantize, kind",
+    [(W4_G32, "int4"), (W4_CHANNEL_ASYM, "int4"), (W3_G32_ASYM, "int4"), (W8A8, "int8_w8a8"), (W8A8_ASYM_ACT, "dense_fallback")],
+    ids=["w4-g32", "w4-channel-asym", "w3-g32-asym", "w8a8", "w8a8-asym-act"],
+)
+def test_load_reproduces_the_in_memory_model(tmp_path, quantize, kind):
+    model, folder = export_tiny(tmp_path, quantize)
+    loaded = load(folder, dtype=torch.float32, fuse=False)
+    assert dict(loaded.artifact.layers) == {kind: 14}
+    # bf16 scales on disk, and bf16 activations in the CPU int4 op
+    assert rel_err(logits(loaded, TOKENS), logits(model, TOKENS)) < (1e-2 if kind == "int4" else 1.5e-2)
+
+
+def test_int4_layers_use_the_stored_packed_words(tmp_path):
+    _, folder = export_tiny(tmp_path, W4_CHANNEL_ASYM)
+    loaded = load(folder, dtype=torch.bfloat16, fuse=False)
+    layer = loaded.model.layers[1].mlp.up_proj
+    assert isinstance(layer, QuantLinear) and layer.bits == 4 and layer.group_size is None
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        assert torch.equal(layer.weight_packed, f.get_tensor("model.layers.1.mlp.up_proj.weight_packed"))
+        assert torch.equal(layer.weight_scale, f.get_tensor("model.layers.1.mlp.up_proj.weight_scale"))
+    assert layer.weight_zero_point is not None and layer.weight_zero_point.shape == layer.weight_scale.shape
+
+
+def test_fused_projections_are_exact(tmp_path):
+    _, folder = export_tiny(tmp_path, W4_G32)
+    plain, fused = load(folder, fuse=False), load(folder, fuse=True)
+    assert fused.artifact.fused_groups == 4  # q/k/v and gate/up in each of 2 layers
+    assert isinstance(fused.model.layers[0].self_attn.k_proj, ProjectionSlice)
+    torch.testing.assert_close(logits(fused, TOKENS), logits(plain, TOKENS), rtol=0, atol=1e-2)
+    with torch.inference_mode():  # inference tensors carry no version counter: the cache must still be right
+        out = fused.generate(TOKENS[:1, :8], max_new_tokens=4, do_sample=False)
+        ref = plain.generate(TOKENS[:1, :8], max_new_tokens=4, do_sample=False)
+    assert torch.equal(out, ref)
+
+
+def test_tied_embedding_is_stored_once_and_transformers_ties_it(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model, folder = export_tiny(tmp_path, W4_G32)
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        assert "lm_head.weight" not in f.keys()
+    assert json.loads((folder / "config.json").read_text())["tie_word_embeddings"] is True
+    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    assert rel_err(logits(hf, TOKENS), logits(model, TOKENS)) < 1e-2
+    ours = load(folder)
+    assert ours.lm_head.weight is ours.model.embed_tokens.weight
+
+
+def test_online_down_proj_rotation_is_stored_and_run(tmp_path):
+    model, folder = export_tiny(tmp_path, W4_G32, hadamard=True)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["runtime_requirements"] == ["online_input_rotation"]
+    assert manifest["engines"] == {"transformers": False, "vllm": False}
+    (entry,) = manifest["online_transforms"]  # one R4 shared by both layers, stored once
+    assert entry["size"] == 128 and entry["targets"] == [f"model.layers.{i}.mlp.down_proj" for i in range(2)]
+    assert "online_rotations.safetensors" in {f["name"] for f in manifest["files"]}
+    loaded = load(folder, dtype=torch.float32)
+    assert isinstance(loaded.model.layers[0].mlp.down_proj, InputRotation)
+    assert loaded.artifact.online_rotations == entry["targets"]
+    assert rel_err(logits(loaded, TOKENS), logits(model, TOKENS)) < 2e-2
+    assert weight_bytes(loaded)["online_rotations"] == 128 * 128 * 4  # shared, counted once
+
+
+def test_refuses_what_it_cannot_run(tmp_path):
+    _, folder = export_tiny(tmp_path, W4_G32)
+    manifest_path = folder / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "runtime_requirements": ["qk_rotation_after_rope"],
+                                         "not_servable_reasons": ["Q/K rotation after RoPE is not in the stock graph"]}))
+    with pytest.raises(UnsupportedArtifactError, match="Q/K rotation"):
+        load(folder)
+    manifest_path.write_text(json.dumps(manifest))
+    with open(folder / "model.safetensors", "r+b") as f:  # same size, different bytes
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 1]))
+    with pytest.raises(UnsupportedArtifactError, match="sha256"):
+        load(folder)
+    with pytest.raises(UnsupportedArtifactError, match="manifest.json"):
+        load(tmp_path)
+
+
+def test_dense_fallback_is_reported(tmp_path):
+    _, folder = export_tiny(tmp_path, W8A8_ASYM_ACT)
+    loaded = load(folder, fuse=True)
+    assert isinstance(loaded.model.layers[0].self_attn.q_proj, DequantizedLinear)
+    assert len(loaded.artifact.dense_fallbacks) == 14 and loaded.artifact.fused_groups == 0
+
+
+def test_cli_generate(tmp_path, capsys):
+    from compressor.cli import main
+
+    assert main(["generate", "--artifact", str(tmp_path), "--prompt", "hi"]) == 2
+    assert "manifest.json" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the real model
+
+SMALL_EVAL = {"datasets": ["wiki"], "max_tokens": 1024, "window": 512, "kl": False, "original": False}
+FORMATS = {
+    "w4a16-g64": ({"weights": {"bits": 4, "strategy": "group", "group_size": 64}}, "pack-quantized", "int4"),
+    "w4a16-channel": ({"weights": {"bits": 4, "strategy": "channel"}}, "pack-quantized", "int4"),
+    "w8a8": (W8A8, "int-quantized", "int8_w8a8"),
+}
+# Relative perplexity tolerance of plain transformers. W8A8: compressed-tensors' dynamic per-token
+# int8 uses scale = absmax / 127.5 where our quantizer (and vLLM's kernel) uses absmax / 127, which
+# moves this model's perplexity by ~1% (its massive activations make per-token int8 very sensitive).
+HF_TOLERANCE = {"w4a16-g64": 0.01, "w4a16-channel": 0.01, "w8a8": 0.02}
+
+
+@pytest.fixture(scope="module")
+def jobs(model_store, tmp_path_factory):
+    """format -> (report, checkpoint folder), one RTN job per format, run on first use."""
+    from compressor.pipeline import run
+
+    done: dict[str, tuple[dict, Path]] = {}
+
+    def get(fmt: str) -> tuple[dict, Path]:
+        if fmt not in done:
+            out = tmp_path_factory.mktemp(fmt)
+            spec = JobSpec.model_validate({"model": "smollm2-135m", "recipe": {
+                "stages": [{"quantize": FORMATS[fmt][0]}], "eval": SMALL_EVAL}})
+            done[fmt] = (run(spec, out).report, out / "checkpoint")
+        return done[fmt]
+
+    return get
+
+
+def wiki_perplexity(model: torch.nn.Module, tokenizer) -> float:
+    from compressor.data import eval_windows, load_text
+    from compressor.eval.perplexity import score_windows
+
+    windows = eval_windows(tokenizer, load_text("wiki", "eval"), SMALL_EVAL["max_tokens"], SMALL_EVAL["window"])
+    return score_windows(model, windows).perplexity
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_transformers_loads_the_artifact_and_reproduces_perplexity(jobs, tokenizer, fmt):
+    from transformers import AutoModelForCausalLM
+
+    report, folder = jobs(fmt)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    listed = {f["name"]: f for f in manifest["files"]}
+    assert set(listed) == {p.name for p in folder.iterdir() if p.name != MANIFEST}
+    for name, entry in listed.items():
+        assert (folder / name).stat().st_size == entry["size"] and sha256_file(folder / name) == entry["sha256"]
+    assert manifest["format"] == f"compressed-tensors/{FORMATS[fmt][1]}"
+    assert manifest["engines"] == {"transformers": True, "vllm": True} and manifest["runtime_requirements"] == []
+    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    expected = report["perplexity"]["compressed"]["wiki"]
+    assert wiki_perplexity(hf, tokenizer) == pytest.approx(expected, rel=HF_TOLERANCE[fmt])
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("fmt", ["w4a16-g64", "w4a16-channel"])
+def test_compressor_load_reproduces_perplexity(jobs, tokenizer, fmt):
+    report, folder = jobs(fmt)
+    model = load(folder, dtype=torch.float32)
+    assert dict(model.artifact.layers) == {FORMATS[fmt][2]: 210} and not model.artifact.dense_fallbacks
+    assert model.artifact.fused_groups == 60
+    assert wiki_perplexity(model, tokenizer) == pytest.approx(report["perplexity"]["compressed"]["wiki"], rel=0.01)
+
+
+@pytest.mark.model
+def test_compressor_load_builds_w8a8_layers(jobs):
+    _, folder = jobs("w8a8")
+    model = load(folder, dtype=torch.float32)
+    assert dict(model.artifact.layers) == {"int8_w8a8": 210}
+    layer = model.model.layers[3].mlp.down_proj
+    assert isinstance(layer, QuantLinear) and layer.quantize_activations
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        assert torch.equal(layer.weight, f.get_tensor("model.layers.3.mlp.down_proj.weight"))
+
+
+@pytest.mark.heavy
+def test_compressor_load_w8a8_perplexity(jobs, tokenizer):
+    """Slow on CPU: torch._int_mm at 512-token windows takes minutes for this model."""
+    report, folder = jobs("w8a8")
+    model = load(folder, dtype=torch.float32)
+    # exact int8 matmuls; bf16-stored scales/norms flip per-token int8 roundings of this model's
+    # massive activations, which moves perplexity by up to ~1%
+    assert wiki_perplexity(model, tokenizer) == pytest.approx(report["perplexity"]["compressed"]["wiki"], rel=0.015)
