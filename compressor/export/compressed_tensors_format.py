@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from compressor.transforms.fusion import runtime_transform_reasons
 from compressor.export.manifest import library_versions, write_manifest
 from compressor.export.online_rotations import write_online_rotations
 from compressor.quant.compressed_linear import CompressedLinear
@@ -150,6 +151,10 @@ def export_compressed_tensors(
     if activation_bits and min(activation_bits) < 8:
         not_servable.append("int activations below 8 bits have no serving kernels (research artifact)")
         requirements.append(REQUIRES_SUB8BIT_ACTIVATIONS)
+    runtime = runtime_transform_reasons(model)  # e.g. AffineQuant's dense norm matrices
+    if runtime:
+        not_servable.extend(runtime)
+        requirements.append("runtime_output_matrix")
     info = {
         **manifest_info,
         "format": f"compressed-tensors/{fmt}" if schemes else "dense-bf16",
