@@ -94,14 +94,14 @@ def weight_group_size(cfg: WeightQuantConfig, in_features: int) -> int:
     return cfg.group_size if cfg.strategy == "group" else in_features
 
 
-def _grouped(w: torch.Tensor, group_size: int) -> torch.Tensor:
-    """[out, in] → [out, n_groups, group_size], zero-padding a shorter last group."""
+def as_groups(w: torch.Tensor, group_size: int) -> torch.Tensor:
+    """[out, in] → [out, n_groups, group_size], zero-padding a shorter last group (zeros never widen a range)."""
     out, cols = w.shape
     n_groups = math.ceil(cols / group_size)
     pad = n_groups * group_size - cols
     if pad:
         w = torch.nn.functional.pad(w, (0, pad))
-    return w.view(out, n_groups, group_size)
+    return w.reshape(out, n_groups, group_size)
 
 
 def weight_scale_zero(w: torch.Tensor, cfg: WeightQuantConfig, group_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,7 +111,7 @@ def weight_scale_zero(w: torch.Tensor, cfg: WeightQuantConfig, group_size: int |
         scale, zero = scale_zero_from_range(w.min().view(1, 1), w.max().view(1, 1), cfg.bits, cfg.symmetric)
         return scale.expand(w.shape[0], 1).contiguous(), zero.expand(w.shape[0], 1).contiguous()
     g = group_size or weight_group_size(cfg, w.shape[1])
-    wg = _grouped(w, g)
+    wg = as_groups(w, g)
     xmin, xmax = wg.amin(dim=-1), wg.amax(dim=-1)
     scale, zero = scale_zero_from_range(xmin, xmax, cfg.bits, cfg.symmetric)
     if not cfg.clip_search:
@@ -135,7 +135,7 @@ def quantize_weight_rtn(w: torch.Tensor, cfg: WeightQuantConfig) -> QuantizedWei
     scale, zero = weight_scale_zero(w, cfg, g)
     if cfg.strategy == "tensor":
         g = w.shape[1]
-    wg = _grouped(w.float(), g)
+    wg = as_groups(w.float(), g)
     codes = quantize_codes(wg, scale.unsqueeze(-1), zero.unsqueeze(-1), cfg.bits, cfg.symmetric)
     codes = codes.view(w.shape[0], -1)[:, : w.shape[1]].to(torch.int8 if cfg.bits <= 7 or cfg.symmetric else torch.int16)
     return QuantizedWeight(codes=codes, scale=scale, zero=zero, group_size=g, bits=cfg.bits, symmetric=cfg.symmetric)

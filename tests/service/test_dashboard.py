@@ -42,7 +42,7 @@ def test_submit_a_job_and_watch_it_finish(browser, tmp_path: Path) -> None:  # n
     server = Server(env, tmp_path / "serve.log")
     try:
         key = cli(env, "keys", "create", "--name", "browser").stdout.strip()
-        wait = WebDriverWait(browser, 30)
+        wait = WebDriverWait(browser, 90)  # generous: CI machines are slow and shared
         browser.get(f"{server.url}/")
         wait.until(EC.presence_of_element_located((By.ID, "page-error")))  # no key yet: 401 shown
         browser.find_element(By.ID, "api-key").send_keys(key)
@@ -60,7 +60,7 @@ def test_submit_a_job_and_watch_it_finish(browser, tmp_path: Path) -> None:  # n
         browser.find_element(By.ID, "submit-button").click()
 
         wait.until(lambda d: "#/jobs/job_" in d.current_url)
-        WebDriverWait(browser, 60).until(
+        WebDriverWait(browser, 180).until(
             lambda d: d.find_element(By.ID, "job-status").text in ("succeeded", "failed", "cancelled"))
         browser.save_screenshot(str(tmp_path / "job.png"))
         assert browser.find_element(By.ID, "job-status").text == "succeeded", server.output()

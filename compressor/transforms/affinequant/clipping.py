@@ -17,6 +17,7 @@ from torch import nn
 
 from compressor.quant.quantizer import (
     QuantizedWeight,
+    as_groups,
     int_range,
     quantize_codes,
     round_ste,
@@ -26,16 +27,6 @@ from compressor.quant.quantizer import (
 from compressor.spec import WeightQuantConfig
 
 INITIAL_FACTOR = 4.0  # σ(4) ≈ 0.982
-
-
-def as_groups(w: torch.Tensor, group_size: int) -> torch.Tensor:
-    """[out, in] → [out, n_groups, group_size], zero-padding a shorter last group (zeros never widen a range)."""
-    out, cols = w.shape
-    n_groups = math.ceil(cols / group_size)
-    pad = n_groups * group_size - cols
-    if pad:
-        w = torch.nn.functional.pad(w, (0, pad))
-    return w.reshape(out, n_groups, group_size)
 
 
 class LearnableClipping(nn.Module):

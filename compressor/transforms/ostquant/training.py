@@ -18,7 +18,7 @@ from torch.func import functional_call
 from compressor.context import CompressionContext
 from compressor.quant.compressed_linear import compression_bypassed
 from compressor.quant.kl_top import kl_top_loss
-from compressor.quant.quantizer import round_ste, scale_zero_from_range
+from compressor.quant.quantizer import as_groups, round_ste, scale_zero_from_range
 from compressor.spec import OSTQuantConfig, WeightQuantConfig
 from compressor.transforms.ostquant.effective import effective_layer_weights
 from compressor.transforms.ostquant.parameters import OSTParameters
@@ -28,9 +28,7 @@ from compressor.transforms.ostquant.stiefel import CayleyAdam
 def fake_quantize_weight_ste(w: torch.Tensor, cfg: WeightQuantConfig) -> torch.Tensor:
     """Per-channel/group RTN with a straight-through gradient (ranges from the current weight)."""
     rows, cols = w.shape
-    g = cols if cfg.strategy != "group" else cfg.group_size
-    pad = (-cols) % g
-    wg = F.pad(w, (0, pad)).view(rows, -1, g)
+    wg = as_groups(w, cols if cfg.strategy != "group" else cfg.group_size)
     scale, zero = scale_zero_from_range(wg.amin(-1, keepdim=True), wg.amax(-1, keepdim=True), cfg.bits, cfg.symmetric)
     qmin, qmax = (-(2 ** (cfg.bits - 1)), 2 ** (cfg.bits - 1) - 1) if cfg.symmetric else (0, 2**cfg.bits - 1)
     q = torch.clamp(round_ste(wg / scale) + zero, qmin, qmax)
