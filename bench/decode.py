@@ -12,6 +12,10 @@ itself cost, less exposed to other processes on the machine).
     python bench/decode.py [--artifact DIR] [--threads 1] [--rounds 3] [--batches 1 8]
                            [--prompt-tokens 64] [--new-tokens 64] [--out bench/results/decode.json]
 
+With --profile-steps N (default 8) each model's batch-1 step is also profiled once, giving CPU
+ms per step by op kind (int4 / int8 / dense matmul, attention, other), and the lm_head alone is
+timed (`lm_head_ms_per_step`), which shows what dominates.
+
 Without --artifact the W4A16 RTN job (group 64) runs first (~1 min) into a temporary folder.
 Weight memory counts every parameter and buffer once (tied embeddings once) plus, for the
 artifact, the CPU int4 layout QuantLinear builds on first use (`resident`); `as_stored` leaves
@@ -96,6 +100,49 @@ def greedy_decode(model: torch.nn.Module, prompts: torch.Tensor, new_tokens: int
     }
 
 
+OP_CATEGORIES = {
+    "int4_matmul": ("aten::_weight_int4pack_mm_for_cpu",),
+    "int8_matmul": ("aten::_int_mm", "aten::_weight_int8pack_mm"),
+    "dense_matmul": ("aten::mm", "aten::addmm", "aten::bmm"),
+}
+
+
+@torch.inference_mode()
+def decode_step_breakdown(model: torch.nn.Module, prompts: torch.Tensor, steps: int) -> dict[str, float]:
+    """CPU ms per one-token step by op kind (profiler self time; the profiler inflates 'other' a little)."""
+    from torch.profiler import ProfilerActivity, profile
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    token = model(prompts, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1].argmax(-1, keepdim=True)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            token = model(token, cache=cache, use_cache=True).logits[:, -1].argmax(-1, keepdim=True)
+    out = {k: 0.0 for k in (*OP_CATEGORIES, "attention", "other")}
+    for event in prof.key_averages():
+        ms = event.self_cpu_time_total / 1e3 / steps
+        kind = next((k for k, names in OP_CATEGORIES.items() if event.key in names), None)
+        if kind is None:
+            kind = "attention" if "scaled_dot_product" in event.key else "other"
+        out[kind] += ms
+    out["total"] = sum(out.values())
+    return out
+
+
+@torch.inference_mode()
+def lm_head_ms(model: torch.nn.Module, batch: int, repeats: int = 20) -> float:
+    """Median wall ms of the lm_head alone for one decode step of `batch` sequences."""
+    head = model.get_output_embeddings()
+    x = torch.randn(batch, 1, head.in_features, dtype=head.weight.dtype)
+    head(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        head(x)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
 def dense_weight_bytes(model: torch.nn.Module) -> int:
     seen, total = set(), 0
     for t in list(model.parameters()) + [b for n, b in model.named_buffers() if not n.endswith("inv_freq")]:
@@ -114,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--prompt-tokens", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--profile-steps", type=int, default=8, help="decode steps profiled per model at batch 1 (0: skip)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "decode.json")
     args = parser.parse_args(argv)
 
@@ -143,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         for batch in args.batches:
             for name, model in models.items():
                 runs[name][batch].append(greedy_decode(model, windows[:batch], args.new_tokens))
+    breakdown = {name: decode_step_breakdown(model, windows[:1], args.profile_steps)
+                 for name, model in models.items()} if args.profile_steps else {}
+    head_ms = {name: {f"batch{b}": lm_head_ms(model, b) for b in args.batches} for name, model in models.items()}
     loadavg_after = os.getloadavg()
 
     results: dict[str, Any] = {}
@@ -154,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
                 key: statistics.median(r[key] for r in rs)
                 for key in ("decode_tokens_per_s_wall", "decode_tokens_per_s_cpu", "prefill_s_wall", "prefill_s_cpu")
             } | {"rounds_decode_tokens_per_s_wall": [round(r["decode_tokens_per_s_wall"], 2) for r in rs]}
+        entry["lm_head_ms_per_step"] = head_ms[name]
+        if breakdown:
+            entry["batch1_cpu_ms_per_step_by_op"] = breakdown[name]
         if name.startswith("w4a16"):
             mem = weight_bytes(model, include_runtime_layouts=True)
             entry["weight_bytes_resident"] = mem["total"]
