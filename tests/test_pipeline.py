@@ -84,8 +84,11 @@ def test_group_size_not_dividing_is_refused_with_divisors(model_store, tmp_path)
 def test_user_jsonl_calibration(model_store, tmp_path):
     data = model_store / "data"
     data.mkdir(exist_ok=True)
-    (data / "mine.jsonl").write_text("\n".join(json.dumps({"text": f"Sentence number {i} about compression of models. " * 20}) for i in range(20)))
+    from compressor.data.corpus import news_text
+
+    paragraphs = [p for p in news_text().splitlines() if p.strip()][:60]  # real prose, as a user's file would hold
+    (data / "mine.jsonl").write_text("\n".join(json.dumps({"text": p}) for p in paragraphs))
     stages = [{"quantize": {"weights": {"bits": 4, "strategy": "channel", "method": "gptq"}}}]
-    result = run(spec(stages, calibration={"dataset": "mine.jsonl", "samples": 2, "seqlen": 64},
+    result = run(spec(stages, calibration={"dataset": "mine.jsonl", "samples": 8, "seqlen": 128},
                       eval={**SMALL_EVAL, "kl": False}, export={"format": "none"}), tmp_path)
     assert result.report["perplexity"]["compressed"]["wiki"] < 3 * result.report["perplexity"]["original"]["wiki"]

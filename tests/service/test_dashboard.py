@@ -17,6 +17,7 @@ from .servers import Server, cli, service_env
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -42,7 +43,7 @@ def test_submit_a_job_and_watch_it_finish(browser, tmp_path: Path) -> None:  # n
     server = Server(env, tmp_path / "serve.log")
     try:
         key = cli(env, "keys", "create", "--name", "browser").stdout.strip()
-        wait = WebDriverWait(browser, 90)  # generous: CI machines are slow and shared
+        wait = WebDriverWait(browser, 90, ignored_exceptions=(StaleElementReferenceException,))  # slow shared CI; the page re-renders while polled
         browser.get(f"{server.url}/")
         wait.until(EC.presence_of_element_located((By.ID, "page-error")))  # no key yet: 401 shown
         browser.find_element(By.ID, "api-key").send_keys(key)
@@ -60,7 +61,7 @@ def test_submit_a_job_and_watch_it_finish(browser, tmp_path: Path) -> None:  # n
         browser.find_element(By.ID, "submit-button").click()
 
         wait.until(lambda d: "#/jobs/job_" in d.current_url)
-        WebDriverWait(browser, 180).until(
+        WebDriverWait(browser, 180, ignored_exceptions=(StaleElementReferenceException,)).until(
             lambda d: d.find_element(By.ID, "job-status").text in ("succeeded", "failed", "cancelled"))
         browser.save_screenshot(str(tmp_path / "job.png"))
         assert browser.find_element(By.ID, "job-status").text == "succeeded", server.output()
