@@ -12,11 +12,13 @@ itself cost, less exposed to other processes on the machine).
     python bench/decode.py [--artifact DIR] [--threads 1] [--rounds 3] [--batches 1 8]
                            [--prompt-tokens 64] [--new-tokens 64] [--out bench/results/decode.json]
 
-With --profile-steps N (default 8) each model's batch-1 step is also profiled once, giving CPU
-ms per step by op kind (int4 / int8 / dense matmul, attention, other), and the lm_head alone is
-timed (`lm_head_ms_per_step`), which shows what dominates.
+Where a step's time goes (`step_ms_breakdown`): the decoder projections alone (every q/k/v/o/
+gate/up/down matmul of one step, in model order, on random inputs) and the lm_head alone are
+timed separately; the rest (norms, attention, RoPE, KV cache, Python) is the difference.
 
 Without --artifact the W4A16 RTN job (group 64) runs first (~1 min) into a temporary folder.
+`greedy_token_agreement_*`: position-wise equality of the first round's batch-1 tokens; greedy
+sequences part for good at the first differing token, so even fp32 vs bf16 agree little here.
 Weight memory counts every parameter and buffer once (tied embeddings once) plus, for the
 artifact, the CPU int4 layout QuantLinear builds on first use (`resident`); `as_stored` leaves
 that copy out.
@@ -100,33 +102,37 @@ def greedy_decode(model: torch.nn.Module, prompts: torch.Tensor, new_tokens: int
     }
 
 
-OP_CATEGORIES = {
-    "int4_matmul": ("aten::_weight_int4pack_mm_for_cpu",),
-    "int8_matmul": ("aten::_int_mm", "aten::_weight_int8pack_mm"),
-    "dense_matmul": ("aten::mm", "aten::addmm", "aten::bmm"),
-}
+def projection_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The decoder's projection matmuls in model order, one per fused group (what a decode step calls)."""
+    from compressor.inference.fused_projections import ProjectionSlice
+
+    out, seen = [], set()
+    for layer in model.model.layers:
+        for parent, names in ((layer.self_attn, ("q_proj", "k_proj", "v_proj", "o_proj")),
+                              (layer.mlp, ("gate_proj", "up_proj", "down_proj"))):
+            for name in names:
+                module = getattr(parent, name)
+                module = module.fused.linear if isinstance(module, ProjectionSlice) else module
+                if id(module) not in seen:
+                    seen.add(id(module))
+                    out.append(module)
+    return out
 
 
 @torch.inference_mode()
-def decode_step_breakdown(model: torch.nn.Module, prompts: torch.Tensor, steps: int) -> dict[str, float]:
-    """CPU ms per one-token step by op kind (profiler self time; the profiler inflates 'other' a little)."""
-    from torch.profiler import ProfilerActivity, profile
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=model.config)
-    token = model(prompts, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1].argmax(-1, keepdim=True)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(steps):
-            token = model(token, cache=cache, use_cache=True).logits[:, -1].argmax(-1, keepdim=True)
-    out = {k: 0.0 for k in (*OP_CATEGORIES, "attention", "other")}
-    for event in prof.key_averages():
-        ms = event.self_cpu_time_total / 1e3 / steps
-        kind = next((k for k, names in OP_CATEGORIES.items() if event.key in names), None)
-        if kind is None:
-            kind = "attention" if "scaled_dot_product" in event.key else "other"
-        out[kind] += ms
-    out["total"] = sum(out.values())
-    return out
+def projections_ms(model: torch.nn.Module, batch: int, dtype: torch.dtype, repeats: int = 5) -> float:
+    """Median wall ms of all decoder projections for one decode step of `batch` sequences (random inputs)."""
+    modules = projection_modules(model)
+    inputs = {m.in_features: torch.randn(batch, m.in_features, dtype=dtype) for m in modules}
+    for m in modules:
+        m(inputs[m.in_features])
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for m in modules:
+            m(inputs[m.in_features])
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
 
 
 @torch.inference_mode()
@@ -153,6 +159,13 @@ def dense_weight_bytes(model: torch.nn.Module) -> int:
     return total
 
 
+def _relative(path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path(__file__).resolve().parents[1]))
+    except ValueError:
+        return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--artifact", type=Path, help="W4A16 artifact folder (default: run the RTN g64 job first)")
@@ -161,7 +174,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--prompt-tokens", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--profile-steps", type=int, default=8, help="decode steps profiled per model at batch 1 (0: skip)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "decode.json")
     args = parser.parse_args(argv)
 
@@ -191,9 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         for batch in args.batches:
             for name, model in models.items():
                 runs[name][batch].append(greedy_decode(model, windows[:batch], args.new_tokens))
-    breakdown = {name: decode_step_breakdown(model, windows[:1], args.profile_steps)
-                 for name, model in models.items()} if args.profile_steps else {}
-    head_ms = {name: {f"batch{b}": lm_head_ms(model, b) for b in args.batches} for name, model in models.items()}
+    parts_ms = {name: {f"batch{b}": {"projections": projections_ms(model, b, model.dtype), "lm_head": lm_head_ms(model, b)}
+                       for b in args.batches} for name, model in models.items()}
     loadavg_after = os.getloadavg()
 
     results: dict[str, Any] = {}
@@ -205,9 +216,12 @@ def main(argv: list[str] | None = None) -> int:
                 key: statistics.median(r[key] for r in rs)
                 for key in ("decode_tokens_per_s_wall", "decode_tokens_per_s_cpu", "prefill_s_wall", "prefill_s_cpu")
             } | {"rounds_decode_tokens_per_s_wall": [round(r["decode_tokens_per_s_wall"], 2) for r in rs]}
-        entry["lm_head_ms_per_step"] = head_ms[name]
-        if breakdown:
-            entry["batch1_cpu_ms_per_step_by_op"] = breakdown[name]
+        for batch in args.batches:  # where a decode step's time goes (wall ms; 'rest' by difference)
+            step_ms = 1e3 * batch / entry[f"batch{batch}"]["decode_tokens_per_s_wall"]
+            parts = parts_ms[name][f"batch{batch}"]
+            entry[f"batch{batch}"]["step_ms_breakdown"] = {
+                "step": step_ms, "decoder_projections": parts["projections"], "lm_head": parts["lm_head"],
+                "rest (norms, attention, rotary, KV cache, python)": step_ms - parts["projections"] - parts["lm_head"]}
         if name.startswith("w4a16"):
             mem = weight_bytes(model, include_runtime_layouts=True)
             entry["weight_bytes_resident"] = mem["total"]
@@ -247,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                     "loadavg_before": loadavg_before, "loadavg_after": loadavg_after},
         "versions": {"torch": torch.__version__, "python": platform.python_version(),
                      "transformers": __import__("transformers").__version__},
-        "command": " ".join(["python", *map(shlex.quote, sys.argv)]),
+        "command": " ".join(["python", _relative(sys.argv[0]), *map(shlex.quote, sys.argv[1:])]),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")

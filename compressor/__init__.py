@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from compressor.pipeline import RunResult
 
-__all__ = ["load", "run", "RunResult"]
+__all__ = ["RunResult", "load", "run"]
 
 
 def run(*args: Any, **kwargs: Any) -> RunResult:

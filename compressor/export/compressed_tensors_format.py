@@ -20,12 +20,12 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from compressor.transforms.fusion import runtime_transform_reasons
 from compressor.export.manifest import library_versions, write_manifest
 from compressor.export.online_rotations import write_online_rotations
 from compressor.quant.compressed_linear import CompressedLinear
 from compressor.quant.quantizer import QuantizedWeight
 from compressor.spec import ActivationQuantConfig, KVCacheQuantConfig
+from compressor.transforms.fusion import runtime_transform_reasons
 
 EXPORT_DTYPE = torch.bfloat16
 

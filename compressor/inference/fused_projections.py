@@ -27,6 +27,7 @@ def can_fuse(linears: list[nn.Module]) -> bool:
         m.in_features == first.in_features and m.group_size == first.group_size and m.backend == first.backend
         and (m.weight_zero_point is None) == (first.weight_zero_point is None) and m.bias is None
         and m.weight_scale.dtype == first.weight_scale.dtype
+        and not (m._forward_hooks or m._forward_pre_hooks)  # a hook would be lost with the module
         for m in linears
     )
 

@@ -10,8 +10,9 @@ int4/int8 ops on CPU.
 What QuantLinear has no kernel for (group-wise 8-bit, asymmetric or sub-8-bit activations) runs
 exactly but slowly as a dense layer (`DequantizedLinear`); `model.artifact.dense_fallbacks` lists
 those layers. Online down_proj rotations stored by the exporter run in front of their linear
-(`InputRotation`). An artifact needing anything else outside a stock Llama graph (Q/K rotation
-after RoPE, a quantized KV cache) is refused rather than run wrongly.
+(`InputRotation`), and stored run-time output matrices (AffineQuant's dense norm transforms)
+after their module, as in the pipeline. An artifact needing anything else outside a stock Llama
+graph (Q/K rotation after RoPE, a quantized KV cache) is refused rather than run wrongly.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from compressor.export.manifest import MANIFEST, sha256_file
 from compressor.export.online_rotations import read_online_rotations
 from compressor.inference.fused_projections import FusedProjection, fuse_projections
 from compressor.quant.quantizer import fake_quantize_per_token
+from compressor.transforms.fusion import RUNTIME_TRANSFORM_ATTR, attach_runtime_output_matrix
 from triton_kernels import w4a16
 from triton_kernels.packing import pack_int4, packed_width, unpack_int4
 from triton_kernels.quant_linear import Backend, QuantLinear
@@ -38,7 +40,8 @@ WEIGHTS_FILE = "model.safetensors"
 # Projections that read the same input, fused into one int4 matmul when compatible.
 FUSABLE_GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 # runtime_requirements codes (see compressor.export.compressed_tensors_format) that load() can meet.
-SUPPORTED_REQUIREMENTS = {"online_input_rotation", "activations_below_8_bits"}
+SUPPORTED_REQUIREMENTS = {"online_input_rotation", "activations_below_8_bits", "runtime_output_matrix"}
+RUNTIME_OUTPUT_MATRIX = "runtime_output_matrix"  # buffer name of fusion.attach_runtime_output_matrix
 
 
 class UnsupportedArtifactError(ValueError):
@@ -56,6 +59,7 @@ class ArtifactInfo:
     dense_fallbacks: list[str] = field(default_factory=list)
     online_rotations: list[str] = field(default_factory=list)
     fused_groups: int = 0
+    runtime_output_matrices: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- modules
@@ -304,6 +308,8 @@ def load(
                 info.online_rotations.append(name)
             parent, _, attr = name.rpartition(".")
             setattr(model.get_submodule(parent), attr, module)
+    runtime_matrices = {key.rpartition(".")[0]: dense.pop(key) for key in list(dense)
+                        if key.rpartition(".")[2] == RUNTIME_OUTPUT_MATRIX}
     missing_rotations = set(rotations) - set(info.online_rotations)
     if missing_rotations:
         raise UnsupportedArtifactError(f"online rotations for non-quantized linears are not supported: {sorted(missing_rotations)[:3]}")
@@ -316,6 +322,11 @@ def load(
         raise UnsupportedArtifactError(f"weights do not match the model: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}")
     if tied:
         model.get_output_embeddings().weight = model.get_input_embeddings().weight
+    for name, matrix in runtime_matrices.items():
+        module = model.get_submodule(name)
+        if getattr(module, RUNTIME_TRANSFORM_ATTR, None) is None:
+            attach_runtime_output_matrix(module, matrix, "run-time output matrix stored in the artifact")
+        info.runtime_output_matrices.append(name)
     _restore_meta_buffers(model)
     leftover = [n for n, p in list(model.named_parameters()) + list(model.named_buffers()) if p.is_meta]
     if leftover:
