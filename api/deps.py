@@ -10,6 +10,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from api.db import keys
 from api.db.database import Database
 from api.settings import Settings
+from workers.artifacts import ArtifactStore
 from workers.executor import Executor
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer cmp_…` (from `compressor keys create`)")
@@ -28,9 +29,14 @@ def get_executor(request: Request) -> Executor:
     return request.app.state.executor
 
 
+def get_artifact_store(request: Request) -> ArtifactStore:
+    return request.app.state.artifact_store
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_db)]
 ExecutorDep = Annotated[Executor, Depends(get_executor)]
+ArtifactStoreDep = Annotated[ArtifactStore, Depends(get_artifact_store)]
 
 
 def current_owner(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=default_home, description="model store and embedded service data")
     database_url: str = Field("", description="SQLAlchemy URL; empty = SQLite file under home/service")
     artifacts_dir: Path | None = Field(None, description="artifact store root; default home/service/artifacts")
+    artifacts_url: str = Field(
+        "", description="artifact store by URL: s3://bucket/prefix?endpoint_url=…&region=… for an S3-compatible "
+                        "service, file:///path for a folder; empty = artifacts_dir")
     work_dir: Path | None = Field(None, description="staging folders of running jobs; default home/service/work")
 
     executor: Literal["local", "celery"] = "local"
@@ -44,6 +47,17 @@ class Settings(BaseSettings):
     job_runner: str = Field(
         "compressor:run", description="module:function the job process calls (workers.dry_run:run for smoke tests)")
     dashboard: bool = True
+
+    @field_validator("artifacts_url")
+    @classmethod
+    def _check_artifacts_url(cls, url: str) -> str:
+        if url.startswith("s3://"):
+            from workers.s3_artifacts import parse_s3_url
+
+            parse_s3_url(url)  # ValueError saying what is wrong
+        elif url and not url.startswith("file:///"):
+            raise ValueError(f"must start with s3:// or file:///, got {url!r}")
+        return url
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:

@@ -1,4 +1,9 @@
-"""The artifact store: one folder per job, published atomically with a SHA-256 per file."""
+"""The artifact store: one folder per job, published atomically with a SHA-256 per file.
+
+Two stores share one interface (`publish`, `open`, `delete`): `LocalArtifactStore` (a folder,
+the default) and `S3ArtifactStore` (`workers/s3_artifacts.py`, any S3-compatible service).
+`open_artifact_store(settings)` picks one from `COMPRESSOR_ARTIFACTS_URL`.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,17 @@ import hashlib
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from api.settings import Settings
+
+
+class ArtifactStoreError(OSError):
+    """The store could not be read or written (a network error, a missing bucket, …)."""
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -17,6 +31,44 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def list_staging(staging: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The files of a finished output folder with their listing entry {name, size, sha256}."""
+    files = sorted(p for p in staging.rglob("*") if p.is_file() and not p.is_symlink())
+    return [(p, {"name": p.relative_to(staging).as_posix(), "size": p.stat().st_size, "sha256": sha256_file(p)})
+            for p in files]
+
+
+@dataclass
+class StoredFile:
+    """One published file, ready to be served: a local path (served by the web server itself)
+    or a byte-range reader (streamed from a remote store)."""
+
+    name: str
+    size: int
+    local_path: Path | None = None
+    reader: Any = None  # callable (start, end_inclusive) -> Iterator[bytes]
+
+    def read(self, start: int, end: int) -> Iterator[bytes]:
+        if self.local_path is not None:
+            return _read_local(self.local_path, start, end)
+        return self.reader(start, end)
+
+
+def _read_local(path: Path, start: int, end: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        f.seek(start)
+        left = end - start + 1
+        while left > 0 and (block := f.read(min(chunk, left))):
+            left -= len(block)
+            yield block
+
+
+class ArtifactStore(Protocol):
+    def publish(self, job_id: str, staging: Path) -> list[dict[str, Any]]: ...
+    def open(self, job_id: str, name: str) -> StoredFile | None: ...
+    def delete(self, job_id: str) -> None: ...
 
 
 class LocalArtifactStore:
@@ -28,11 +80,7 @@ class LocalArtifactStore:
     def publish(self, job_id: str, staging: Path) -> list[dict[str, Any]]:
         """Move the finished output folder into the store; returns [{name, size, sha256}]."""
         self.root.mkdir(parents=True, exist_ok=True)
-        files = sorted(p for p in staging.rglob("*") if p.is_file() and not p.is_symlink())
-        listing = [
-            {"name": p.relative_to(staging).as_posix(), "size": p.stat().st_size, "sha256": sha256_file(p)}
-            for p in files
-        ]
+        listing = [entry for _, entry in list_staging(staging)]
         dest = self.root / job_id
         incoming = self.root / f".incoming-{job_id}-{uuid.uuid4().hex[:8]}"
         try:
@@ -55,5 +103,21 @@ class LocalArtifactStore:
             return None
         return candidate
 
+    def open(self, job_id: str, name: str) -> StoredFile | None:
+        path = self.path(job_id, name)
+        return None if path is None else StoredFile(name, path.stat().st_size, local_path=path)
+
     def delete(self, job_id: str) -> None:
         shutil.rmtree(self.root / job_id, ignore_errors=True)
+
+
+def open_artifact_store(settings: Settings) -> ArtifactStore:
+    """The store `settings.artifacts_url` names: `s3://bucket/prefix?…`, else the local folder."""
+    url = settings.artifacts_url
+    if url.startswith("s3://"):
+        from workers.s3_artifacts import S3ArtifactStore
+
+        return S3ArtifactStore.from_url(url)
+    if url.startswith("file://"):
+        return LocalArtifactStore(Path(url.removeprefix("file://")))
+    return LocalArtifactStore(Path(settings.artifacts_dir))  # type: ignore[arg-type]

@@ -24,7 +24,7 @@ from api.db.database import Database
 from api.db.models import Job
 from api.settings import Settings
 from workers import job_process
-from workers.artifacts import LocalArtifactStore
+from workers.artifacts import open_artifact_store
 
 log = logging.getLogger("compressor.worker")
 
@@ -124,7 +124,7 @@ class JobRun:
             return None
         if result is not None and result["status"] == "succeeded":
             try:
-                artifacts = LocalArtifactStore(s_.artifacts_dir).publish(lease.job_id, self.out_dir)
+                artifacts = open_artifact_store(s_).publish(lease.job_id, self.out_dir)
             except OSError as e:
                 return self._finish("failed", f"storing the artifacts failed: {e}", level="error",
                                     error={"type": "ArtifactStoreError", "message": str(e), "stage": "export"})

@@ -110,3 +110,37 @@ def create_api_key(db: Database, name: str = "alice") -> str:
 
     with db.transaction() as s:
         return keys.create_key(s, name)[1]
+
+
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """An S3-compatible HTTP endpoint for this run: moto's server (an S3 *emulator*, not AWS)
+    listening on a free port, with throwaway credentials in the environment."""
+    server_mod = pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install -e '.[test]')")
+    saved = {k: os.environ.get(k) for k in S3_CREDENTIALS}
+    os.environ.update(S3_CREDENTIALS)
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture
+def s3_url(s3_endpoint: str) -> str:
+    """`s3://<fresh bucket>/artifacts?endpoint_url=…`: an empty bucket per test."""
+    import boto3
+
+    bucket = f"test-{secrets.token_hex(6)}"
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/artifacts?endpoint_url={s3_endpoint}&region=us-east-1"
