@@ -172,7 +172,41 @@ class OSTQuantConfig(StrictModel):
     qsur_samples: int = Field(4, ge=0, le=256, description="calibration chunks used for the QSUR table (0 = skip)")
 
 
-StageName = Literal["hadamard", "quantize", "affinequant", "ostquant"]
+class ProSparseConfig(StrictModel):
+    """ProSparse: ReLU on the gate, sine-scheduled L1 on the FFN intermediate activation, FATReLU at the end.
+
+    The λ schedule has one peak per stage: stage 1 holds `lambdas[0]` for `stage_steps[0]`
+    steps (warm-up; 0 = ReLU-only adaptation), each later stage ramps from the previous peak
+    to its own along a half sine. Total fine-tuning steps = sum(stage_steps). Defaults fit a
+    135M model on CPU (a few hundred short steps); raise them on GPUs.
+    """
+
+    lambdas: list[float] = Field(default_factory=lambda: [0.0, 0.5, 2.0, 2.0], min_length=1, max_length=32, description="L1 peak per stage")
+    stage_steps: list[int] = Field(default_factory=lambda: [20, 20, 60, 20], min_length=1, max_length=32, description="optimizer steps per stage")
+    fatrelu_threshold: float = Field(0.01, ge=0.0, le=10.0, description="final activation threshold: gate outputs <= t become 0 (0 = plain ReLU)")
+    finetune: Literal["full", "hft"] = Field("full", description="train every parameter, or HFT: a re-drawn half of each layer frozen per stage")
+    lr: float = Field(1e-4, gt=0.0, le=1.0, description="AdamW peak learning rate (linear warm-up, cosine decay to 10%)")
+    warmup_steps: int = Field(10, ge=0, le=100_000, description="learning-rate warm-up steps")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    batch_size: int = Field(1, ge=1, le=256, description="calibration chunks per step (chunk length = calibration.seqlen)")
+    grad_clip: float = Field(1.0, gt=0.0, le=1000.0, description="max global gradient norm")
+    seed: int = Field(0, ge=0, description="seed of batch order and HFT draws")
+    sparsity_eval_tokens: int = Field(4096, ge=64, le=1_048_576, description="wiki test tokens on which per-layer activation sparsity is measured")
+    ppl_p: float | None = Field(None, gt=0.0, le=100.0, description="also report CETT-based PPL-p% sparsity (p, e.g. 1); costs ~10 evaluations")
+    cett_eval_tokens: int = Field(4096, ge=64, le=1_048_576, description="tokens scored per step of the PPL-p% search")
+
+    @model_validator(mode="after")
+    def _schedule_shape(self) -> ProSparseConfig:
+        if len(self.lambdas) != len(self.stage_steps):
+            raise ValueError(f"lambdas ({len(self.lambdas)}) and stage_steps ({len(self.stage_steps)}) need one entry per stage")
+        if any(v < 0 for v in self.lambdas):
+            raise ValueError("lambdas must be >= 0")
+        if any(n < 1 for n in self.stage_steps):
+            raise ValueError("every stage needs at least one step")
+        return self
+
+
+StageName = Literal["hadamard", "quantize", "affinequant", "ostquant", "prosparse"]
 
 
 class HadamardStage(StrictModel):
@@ -191,6 +225,10 @@ class OSTQuantStage(StrictModel):
     ostquant: OSTQuantConfig = Field(default_factory=OSTQuantConfig)
 
 
+class ProSparseStage(StrictModel):
+    prosparse: ProSparseConfig = Field(default_factory=ProSparseConfig)
+
+
 def _stage_tag(value: Any) -> str | None:
     """The stage name of a recipe entry: the single key of its mapping."""
     if isinstance(value, dict):
@@ -206,11 +244,12 @@ Stage = Annotated[
         Annotated[QuantizeStage, Tag("quantize")],
         Annotated[AffineQuantStage, Tag("affinequant")],
         Annotated[OSTQuantStage, Tag("ostquant")],
+        Annotated[ProSparseStage, Tag("prosparse")],
     ],
     Discriminator(
         _stage_tag,
         custom_error_type="invalid_stage",
-        custom_error_message="each stage is a mapping with exactly one key, one of: hadamard, quantize, affinequant, ostquant",
+        custom_error_message="each stage is a mapping with exactly one key, one of: hadamard, quantize, affinequant, ostquant, prosparse",
     ),
 ]
 

@@ -24,6 +24,7 @@ from compressor.export.manifest import library_versions, write_manifest
 from compressor.export.online_rotations import write_online_rotations
 from compressor.quant.compressed_linear import CompressedLinear
 from compressor.quant.quantizer import QuantizedWeight
+from compressor.sparsity.activation import export_notes as activation_export_notes
 from compressor.spec import ActivationQuantConfig, KVCacheQuantConfig
 from compressor.transforms.fusion import runtime_transform_reasons
 
@@ -155,6 +156,9 @@ def export_compressed_tensors(
     if runtime:
         not_servable.extend(runtime)
         requirements.append("runtime_output_matrix")
+    activation_reasons, activation_requirements = activation_export_notes(model)  # ProSparse FATReLU gate
+    not_servable.extend(activation_reasons)
+    requirements.extend(activation_requirements)
     info = {
         **manifest_info,
         "format": f"compressed-tensors/{fmt}" if schemes else "dense-bf16",

@@ -31,6 +31,7 @@ from compressor.export.manifest import MANIFEST, sha256_file
 from compressor.export.online_rotations import read_online_rotations
 from compressor.inference.fused_projections import FusedProjection, fuse_projections
 from compressor.quant.quantizer import fake_quantize_per_token
+from compressor.sparsity.activation import apply_activation_from_config
 from compressor.transforms.fusion import RUNTIME_TRANSFORM_ATTR, attach_runtime_output_matrix
 from triton_kernels import w4a16
 from triton_kernels.packing import pack_int4, packed_width, unpack_int4
@@ -40,7 +41,7 @@ WEIGHTS_FILE = "model.safetensors"
 # Projections that read the same input, fused into one int4 matmul when compatible.
 FUSABLE_GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 # runtime_requirements codes (see compressor.export.compressed_tensors_format) that load() can meet.
-SUPPORTED_REQUIREMENTS = {"online_input_rotation", "activations_below_8_bits", "runtime_output_matrix"}
+SUPPORTED_REQUIREMENTS = {"online_input_rotation", "activations_below_8_bits", "runtime_output_matrix", "fatrelu_activation"}
 RUNTIME_OUTPUT_MATRIX = "runtime_output_matrix"  # buffer name of fusion.attach_runtime_output_matrix
 
 
@@ -328,6 +329,7 @@ def load(
             attach_runtime_output_matrix(module, matrix, "run-time output matrix stored in the artifact")
         info.runtime_output_matrices.append(name)
     _restore_meta_buffers(model)
+    apply_activation_from_config(model)  # ProSparse: FATReLU threshold from config.json
     leftover = [n for n, p in list(model.named_parameters()) + list(model.named_buffers()) if p.is_meta]
     if leftover:
         raise RuntimeError(f"tensors left on the meta device: {leftover[:5]}")

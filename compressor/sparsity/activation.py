@@ -1,0 +1,80 @@
+"""ReLU / FATReLU on the gate projection's output, and how an exported checkpoint carries the threshold.
+
+ProSparse swaps SiLU for ReLU on the gate output only (the up projection stays linear), so
+x₁ = ReLU(x W_gateᵀ) ⊙ (x W_upᵀ) is exactly zero wherever the gate is not positive. FATReLU
+raises the cut from 0 to a small t: values ≤ t become 0 (the kept set is x > t, as in vLLM's
+`FatreluAndMul`; for t = 0 this is plain ReLU).
+
+Export choice: the checkpoint's config says `hidden_act: "relu"` (so a stock transformers
+Llama loads a ReLU-gated FFN) plus an extra field `fatrelu_threshold: t`. `compressor.load`
+honours the field and installs FATReLU(t); a stock engine ignores it and runs plain ReLU,
+which differs only on gate values in (0, t]. The manifest names this as a runtime requirement.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+CONFIG_FIELD = "fatrelu_threshold"
+RELU_ACT = "relu"
+REQUIRES_FATRELU = "fatrelu_activation"
+
+
+class FATReLU(nn.Module):
+    """x where x > threshold, else 0 (threshold 0: ReLU). Gradient 1 on kept entries, 0 elsewhere."""
+
+    def __init__(self, threshold: float = 0.0):
+        super().__init__()
+        self.threshold = float(threshold)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.threshold == 0.0:
+            return torch.relu(x)
+        return x * (x > self.threshold).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold}"
+
+
+def gated_mlps(model: nn.Module) -> list[nn.Module]:
+    """The FFN modules of every decoder layer (Llama family: `model.layers[i].mlp` with `act_fn`)."""
+    return [layer.mlp for layer in model.model.layers]
+
+
+def set_gate_activation(model: nn.Module, threshold: float) -> None:
+    """Make every layer's gate activation FATReLU(threshold) and record it in the model config (exported as is)."""
+    for mlp in gated_mlps(model):
+        mlp.act_fn = FATReLU(threshold)
+    model.config.hidden_act = RELU_ACT
+    setattr(model.config, CONFIG_FIELD, float(threshold))
+
+
+def gate_threshold(model: nn.Module) -> float | None:
+    """The FATReLU threshold the model runs with, or None if its gate is not (FAT)ReLU."""
+    acts = {type(m.act_fn) for m in gated_mlps(model)}
+    if acts == {FATReLU}:
+        return gated_mlps(model)[0].act_fn.threshold
+    if acts == {nn.ReLU}:
+        return 0.0
+    return None
+
+
+def apply_activation_from_config(model: nn.Module) -> float | None:
+    """Loader side: install FATReLU(t) when the config carries `fatrelu_threshold`; returns t (None: untouched)."""
+    threshold = getattr(model.config, CONFIG_FIELD, None)
+    if threshold is None or getattr(model.config, "hidden_act", None) != RELU_ACT:
+        return None
+    for mlp in gated_mlps(model):
+        mlp.act_fn = FATReLU(float(threshold))
+    return float(threshold)
+
+
+def export_notes(model: nn.Module) -> tuple[list[str], list[str]]:
+    """(not-servable reasons, runtime requirement codes) that a (FAT)ReLU gate adds to an export manifest."""
+    threshold = getattr(model.config, CONFIG_FIELD, None)
+    if getattr(model.config, "hidden_act", None) != RELU_ACT or threshold is None:
+        return [], []
+    reason = (f"ReLU-gated FFN with FATReLU threshold {threshold} (config field {CONFIG_FIELD}): compressor.load runs it; "
+              "stock transformers runs plain ReLU (threshold ignored); vLLM's Llama supports only SiLU")
+    return [reason], [REQUIRES_FATRELU]
