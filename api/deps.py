@@ -50,7 +50,7 @@ def current_owner(
         raise HTTPException(
             401, "an API key is required: send `Authorization: Bearer <key>` (create one with `compressor keys create`)",
             headers={"WWW-Authenticate": "Bearer"})
-    with db.transaction() as s:
+    with db.read() as s:
         row = keys.find_key(s, plaintext)
         if row is None:
             raise HTTPException(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})

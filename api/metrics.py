@@ -23,7 +23,7 @@ class JobsCollector(Collector):
         return []  # collected at scrape time only (the tables may not exist at registration)
 
     def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily]:
-        with self.db.transaction() as s:
+        with self.db.read() as s:
             counts = {status: n for status, n in s.execute(select(Job.status, func.count()).group_by(Job.status))}
             oldest = s.execute(select(func.min(Job.created_at)).where(Job.status == "queued")).scalar()
             expired = s.execute(select(func.count()).where(

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from api.db.engine import make_engine, make_sessionmaker
+from api.db.engine import READ_ONLY_OPTION, make_engine, make_sessionmaker
 from api.db.migrate import upgrade
 
 
@@ -17,11 +17,19 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = make_sessionmaker(self.engine)
+        self._read_sessions = make_sessionmaker(self.engine.execution_options(**{READ_ONLY_OPTION: True}))
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session in one transaction: committed on normal exit, rolled back on an exception."""
         with self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A transaction for reads only: on SQLite it takes no write lock (BEGIN DEFERRED under
+        WAL), so many API readers run beside the workers' writes. Never write in it."""
+        with self._read_sessions.begin() as session:
             yield session
 
     def migrate(self) -> None:

@@ -9,6 +9,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
+READ_ONLY_OPTION = "compressor_read_only"
+
+
 def normalize_url(url: str) -> str:
     """`postgresql://` means psycopg 3 here (the only PostgreSQL driver the service ships)."""
     parsed = make_url(url)
@@ -40,7 +43,10 @@ def make_engine(url: str) -> Engine:
     def _sqlite_begin_immediate(conn) -> None:  # noqa: ANN001
         # Take the write lock at BEGIN, so a transaction that reads then writes waits on
         # busy_timeout instead of failing with "database is locked" at the upgrade.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only transactions (`Database.read`) begin deferred: WAL readers take no lock,
+        # so API polling neither queues behind the job processes' writes nor blocks them.
+        deferred = conn.get_execution_options().get(READ_ONLY_OPTION)
+        conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
     return engine
 

@@ -26,7 +26,7 @@ ERRORS = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": E
 
 
 def _get_owned(db: DatabaseDep, job_id: str, owner: str) -> Job:
-    with db.transaction() as s:
+    with db.read() as s:
         job = jobs_db.get_job(s, job_id, owner=owner)
     if job is None:
         raise HTTPException(404, f"no job {job_id}")
@@ -96,7 +96,7 @@ def list_jobs(
     cursor: Annotated[str | None, Query(pattern=jobs_db.JOB_ID_PATTERN, description="`next_cursor` of the previous page")] = None,
 ) -> JobList:
     """Your jobs, newest first."""
-    with db.transaction() as s:
+    with db.read() as s:
         rows, more = jobs_db.list_jobs(s, owner, statuses=status or (), limit=limit, before=cursor)
     return JobList(data=[JobPublic.of(j) for j in rows], has_more=more, next_cursor=rows[-1].id if more else None)
 
@@ -114,7 +114,7 @@ def list_events(
 ) -> EventList:
     """The job's event log (status changes, stages, layers, metrics), oldest first."""
     _get_owned(db, job_id, owner)
-    with db.transaction() as s:
+    with db.read() as s:
         rows, more = jobs_db.list_events(s, job_id, after=after, limit=limit)
     return EventList(data=[Event.of(e) for e in rows], has_more=more, last_id=rows[-1].id if rows else after)
 

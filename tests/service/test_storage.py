@@ -196,3 +196,31 @@ def test_idempotency_key_is_unique_per_owner(db: Database) -> None:
             idempotency.record(s, alice, "k1", "h3", job_b)
     with db.transaction() as s:
         assert idempotency.find(s, alice, "k1").job_id == job_a
+
+
+def test_reads_do_not_wait_for_a_writer(db: Database) -> None:
+    """API reads (`Database.read`) run while a worker holds a write transaction open: on
+    SQLite they begin deferred (WAL readers take no lock), on PostgreSQL MVCC does the same."""
+    owner = _key(db)
+    job_id = _job(db, owner)
+    writing, release = threading.Event(), threading.Event()
+
+    def slow_writer() -> None:
+        with db.transaction() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(phase="loading"))
+            writing.set()
+            release.wait(10)
+
+    writer = threading.Thread(target=slow_writer)
+    writer.start()
+    try:
+        assert writing.wait(10)
+        t0 = time.monotonic()
+        with db.read() as s:
+            assert s.get(Job, job_id).phase is None  # the last committed state
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        release.set()
+        writer.join()
+    with db.read() as s:
+        assert s.get(Job, job_id).phase == "loading"
