@@ -84,6 +84,8 @@ def test_idempotency_key(api: Api) -> None:
     ({"recipe": RTN}, ["body", "model"], "Field required"),
     ({**SPEC, "recipe": {**RTN, "stages": [{"quantize": {"weights": {"bits": 9}}}]}},
      ["body", "recipe", "stages", 0, "quantize", "quantize", "weights", "bits"], "less than or equal to 8"),
+    ({**SPEC, "recipe": {**RTN, "stages": [{"quantize": {"weights": {"bits": -4}}}]}},
+     ["body", "recipe", "stages", 0, "quantize", "quantize", "weights", "bits"], "greater than or equal to 2"),
     ({**SPEC, "recipe": {**RTN, "stages": [{"quantize": {"weights": {"method": "awq"}}}]}},
      ["body", "recipe", "stages", 0, "quantize", "quantize", "weights", "method"], "'rtn' or 'gptq'"),
     ({**SPEC, "recipe": {**RTN, "stages": [{"prune": {}}]}}, ["body", "recipe", "stages", 0], "one of: hadamard, quantize"),
