@@ -114,7 +114,7 @@ def test_restart_with_workers_apart_from_the_api(db_url: str, tmp_path: Path) ->
         assert pid is not None and pid_alive(pid), "the job process died with the API"
         second = Server(env, tmp_path / "serve2.log", "--no-workers")
         client.url = second.url
-        assert client.job(job_id)["status"] == "running"
+        assert client.job(job_id)["status"] in ("running", "succeeded")  # succeeded only on a very slow restart
         final = _finish_and_check(client, env, job_id, seen, tmp_path, second)
         assert final["attempt"] == 1, worker.output()  # the job never noticed
     finally:
