@@ -12,7 +12,7 @@ import hashlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -48,11 +48,12 @@ class StoredFile:
     name: str
     size: int
     local_path: Path | None = None
-    reader: Any = None  # callable (start, end_inclusive) -> Iterator[bytes]
+    reader: Callable[[int, int], Iterator[bytes]] | None = None  # (start, end inclusive) -> chunks
 
     def read(self, start: int, end: int) -> Iterator[bytes]:
         if self.local_path is not None:
             return _read_local(self.local_path, start, end)
+        assert self.reader is not None
         return self.reader(start, end)
 
 
