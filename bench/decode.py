@@ -1,6 +1,14 @@
 """Greedy decode speed and weight memory: the original model in bf16 and fp32 against the
 W4A16 (int4, group 64) artifact loaded with `compressor.load` (CPU native int4 path).
 
+Two artifacts are timed: `w4a16_g64`, the decoder export with the tied embedding/lm_head kept
+in bf16, and `w4a16_g64_head_int4`, the same artifact after `compressor.export.head_quant`
+(lm_head int4, group `--head-group-size`, RTN with MSE clip search; the embedding stored as its
+dequantized values and read from the int4 head by `compressor.load`). The targets are checked on the latter; the
+wiki perplexity both cost (`perplexity_wiki`, `--ppl-tokens` tokens in 512-token windows, the
+project's `score_windows`) is measured on the artifacts as transformers loads them and as
+`compressor.load` runs them.
+
 All models are timed in interleaved rounds in one process (round r runs every model before
 round r+1), so slow periods of a shared machine hit them alike; the numbers are medians over
 rounds. Each round: a prefill of `--prompt-tokens` wiki tokens per sequence (KV cache on, only
@@ -10,7 +18,8 @@ the wall clock and on the process CPU clock (with one torch thread the latter is
 itself cost, less exposed to other processes on the machine).
 
     python bench/decode.py [--artifact DIR] [--threads 1] [--rounds 3] [--batches 1 8]
-                           [--prompt-tokens 64] [--new-tokens 64] [--out bench/results/decode.json]
+                           [--prompt-tokens 64] [--new-tokens 64] [--head-group-size 32]
+                           [--ppl-tokens 2048] [--out bench/results/decode.json]
 
 Where a step's time goes (`step_ms_breakdown`): the decoder projections alone (every q/k/v/o/
 gate/up/down matmul of one step, in model order, on random inputs) and the lm_head alone are
@@ -19,9 +28,12 @@ timed separately; the rest (norms, attention, RoPE, KV cache, Python) is the dif
 Without --artifact the W4A16 RTN job (group 64) runs first (~1 min) into a temporary folder.
 `greedy_token_agreement_*`: position-wise equality of the first round's batch-1 tokens; greedy
 sequences part for good at the first differing token, so even fp32 vs bf16 agree little here.
-Weight memory counts every parameter and buffer once (tied embeddings once) plus, for the
-artifact, the CPU int4 layout QuantLinear builds on first use (`resident`); `as_stored` leaves
-that copy out.
+Weight memory counts the tensors the loaded model holds, each storage once (tied embeddings
+once): `compressor.load` on CPU keeps only the CPU int4 layout of each int4 linear (the
+pack-quantized words are dropped after conversion), and with the int4 head no embedding table.
+`as_stored` is the size of the checkpoint's weight tensors on disk instead.
+`speedup_*` is the ratio of the median tokens/s; `speedup_*_round_ratios` lists the ratio within
+each round (both models timed back to back), whose median is less exposed to load swings.
 """
 
 from __future__ import annotations
@@ -43,6 +55,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from compressor.data import eval_windows, load_text  # noqa: E402
+from compressor.export.head_quant import quantize_lm_head  # noqa: E402
 from compressor.inference import load, weight_bytes  # noqa: E402
 from compressor.models.store import ModelStore  # noqa: E402
 from compressor.paths import compressor_home  # noqa: E402
@@ -60,6 +73,38 @@ def make_artifact(work: Path) -> Path:
 
     run(JobSpec.model_validate({"model": MODEL, "recipe": W4A16_RECIPE}), work)
     return work / "checkpoint"
+
+
+def wiki_perplexity(model: torch.nn.Module, windows: torch.Tensor) -> float:
+    from compressor.eval.perplexity import score_windows
+
+    return score_windows(model, windows).perplexity
+
+
+def perplexities(original: Path, artifact: Path, head_artifact: Path, windows: torch.Tensor) -> dict[str, Any]:
+    """Wiki perplexity of the original, both artifacts in transformers (fp32), and the head-int4 one in compressor.load."""
+    from transformers import AutoModelForCausalLM
+
+    def hf(folder: Path) -> float:
+        return wiki_perplexity(AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval(), windows)
+
+    out: dict[str, Any] = {
+        "tokens": int(windows.numel()), "window": int(windows.shape[1]),
+        "original_fp32_transformers": hf(original),
+        "w4a16_g64_transformers": hf(artifact),
+        "w4a16_g64_head_int4_transformers": hf(head_artifact),
+        "w4a16_g64_head_int4_compressor_load": wiki_perplexity(load(head_artifact, dtype=torch.float32), windows),
+    }
+    out["head_int4_cost_relative"] = out["w4a16_g64_head_int4_transformers"] / out["w4a16_g64_transformers"] - 1
+    return out
+
+
+def stored_weight_bytes(artifact: Path) -> int:
+    """Bytes of the weight tensors in the checkpoint file (safetensors header excluded)."""
+    from safetensors import safe_open
+
+    with safe_open(str(artifact / "model.safetensors"), framework="pt") as f:
+        return sum(t.numel() * t.element_size() for t in (f.get_tensor(k) for k in f.keys()))
 
 
 def cpu_description() -> dict[str, Any]:
@@ -139,7 +184,7 @@ def projections_ms(model: torch.nn.Module, batch: int, dtype: torch.dtype, repea
 def lm_head_ms(model: torch.nn.Module, batch: int, repeats: int = 20) -> float:
     """Median wall ms of the lm_head alone for one decode step of `batch` sequences."""
     head = model.get_output_embeddings()
-    x = torch.randn(batch, 1, head.in_features, dtype=head.weight.dtype)
+    x = torch.randn(batch, 1, head.in_features, dtype=model.dtype)
     head(x)
     times = []
     for _ in range(repeats):
@@ -174,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--prompt-tokens", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--head-group-size", type=int, default=32, help="group size of the int4 lm_head")
+    parser.add_argument("--ppl-tokens", type=int, default=2048, help="wiki tokens for the perplexity check (0: skip)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "decode.json")
     args = parser.parse_args(argv)
 
@@ -183,26 +230,30 @@ def main(argv: list[str] | None = None) -> int:
 
     store = ModelStore(compressor_home())
     folder = store.resolve(MODEL)
-    with tempfile.TemporaryDirectory() as tmp:
-        artifact = args.artifact or make_artifact(Path(tmp))
-        models = {
-            "original_bf16": AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval(),
-            "original_fp32": AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval(),
-            "w4a16_g64": load(artifact, dtype=torch.bfloat16),
-        }
-        artifact_manifest = json.loads((artifact / "manifest.json").read_text())
-        artifact_label = str(artifact) if args.artifact else "temporary folder (RTN g64 job run by this script)"
-        tokenizer = AutoTokenizer.from_pretrained(artifact)
-    windows = eval_windows(tokenizer, load_text("wiki", "eval"), args.prompt_tokens * max(args.batches), args.prompt_tokens)
+    tmp = tempfile.TemporaryDirectory()
+    artifact = args.artifact or make_artifact(Path(tmp.name))
+    head_artifact = quantize_lm_head(artifact, Path(tmp.name) / "checkpoint_head_int4", args.head_group_size)
+    artifacts = {"w4a16_g64": artifact, "w4a16_g64_head_int4": head_artifact}
+    models = {
+        "original_bf16": AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval(),
+        "original_fp32": AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval(),
+        **{name: load(path, dtype=torch.bfloat16) for name, path in artifacts.items()},
+    }
+    manifests = {name: json.loads((path / "manifest.json").read_text()) for name, path in artifacts.items()}
+    artifact_label = str(artifact) if args.artifact else "temporary folder (RTN g64 job run by this script)"
+    tokenizer = AutoTokenizer.from_pretrained(artifact)
+    text = load_text("wiki", "eval")
+    windows = eval_windows(tokenizer, text, args.prompt_tokens * max(args.batches), args.prompt_tokens)
 
-    loadavg_before = os.getloadavg()
+    loadavg_before, loadavg_rounds = os.getloadavg(), []
     runs: dict[str, dict[int, list[dict]]] = {name: {b: [] for b in args.batches} for name in models}
-    for name, model in models.items():  # warm-up: builds QuantLinear's CPU layout, fills allocator caches
+    for name, model in models.items():  # warm-up: fills allocator caches
         greedy_decode(model, windows[:1], 4)
     for _ in range(args.rounds):
         for batch in args.batches:
             for name, model in models.items():
                 runs[name][batch].append(greedy_decode(model, windows[:batch], args.new_tokens))
+        loadavg_rounds.append(os.getloadavg()[0])
     parts_ms = {name: {f"batch{b}": {"projections": projections_ms(model, b, model.dtype), "lm_head": lm_head_ms(model, b)}
                        for b in args.batches} for name, model in models.items()}
     loadavg_after = os.getloadavg()
@@ -222,33 +273,48 @@ def main(argv: list[str] | None = None) -> int:
             entry[f"batch{batch}"]["step_ms_breakdown"] = {
                 "step": step_ms, "decoder_projections": parts["projections"], "lm_head": parts["lm_head"],
                 "rest (norms, attention, rotary, KV cache, python)": step_ms - parts["projections"] - parts["lm_head"]}
-        if name.startswith("w4a16"):
+        if name in artifacts:
             mem = weight_bytes(model, include_runtime_layouts=True)
             entry["weight_bytes_resident"] = mem["total"]
-            entry["weight_bytes_as_stored"] = mem["total"] - mem.get("quantized_linears_cpu_layout", 0)
+            entry["weight_bytes_as_stored"] = stored_weight_bytes(artifacts[name])
             entry["weight_bytes_by_kind"] = mem
-            entry["artifact"] = {"path": artifact_label, "layers": dict(model.artifact.layers), "fused_groups": model.artifact.fused_groups,
-                                 "checkpoint_files_bytes": sum(f["size"] for f in artifact_manifest["files"])}
+            info = model.artifact
+            entry["artifact"] = {"path": artifact_label, "layers": dict(info.layers), "fused_groups": info.fused_groups,
+                                 "int4_layers_cpu_layout_only": info.cpu_layout_only,
+                                 "embedding_read_from_int4_head": info.embedding_from_head,
+                                 "lm_head_quantization": manifests[name].get("lm_head_quantization"),
+                                 "checkpoint_files_bytes": sum(f["size"] for f in manifests[name]["files"])}
         else:
             entry["weight_bytes_resident"] = entry["weight_bytes_as_stored"] = dense_weight_bytes(model)
         results[name] = entry
 
-    bf16, w4 = results["original_bf16"], results["w4a16_g64"]
-    summary: dict[str, Any] = {}
-    for batch in args.batches:
-        for clock in ("wall", "cpu"):
-            key = f"decode_tokens_per_s_{clock}"
-            suffix = "" if clock == "wall" else "_cpu_clock"
-            summary[f"speedup_w4a16_vs_bf16_batch{batch}{suffix}"] = w4[f"batch{batch}"][key] / bf16[f"batch{batch}"][key]
-            summary[f"speedup_w4a16_vs_fp32_batch{batch}{suffix}"] = (
-                w4[f"batch{batch}"][key] / results["original_fp32"][f"batch{batch}"][key])
-    summary["weight_memory_ratio_w4a16_vs_bf16"] = w4["weight_bytes_resident"] / bf16["weight_bytes_resident"]
-    summary["weight_memory_ratio_w4a16_vs_bf16_as_stored"] = w4["weight_bytes_as_stored"] / bf16["weight_bytes_resident"]
-    by_kind = w4["weight_bytes_by_kind"]
+    bf16 = results["original_bf16"]
+    labels = {"w4a16_g64_head_int4": "w4a16", "w4a16_g64": "w4a16_bf16_head", "original_fp32": "fp32"}
+    summary: dict[str, Any] = {"w4a16_artifact": "w4a16_g64_head_int4"}
+    for name in artifacts:
+        label, w4 = labels[name], results[name]
+        for batch in args.batches:
+            for clock in ("wall", "cpu"):
+                key = f"decode_tokens_per_s_{clock}"
+                suffix = "" if clock == "wall" else "_cpu_clock"
+                summary[f"speedup_{label}_vs_bf16_batch{batch}{suffix}"] = w4[f"batch{batch}"][key] / bf16[f"batch{batch}"][key]
+                summary[f"speedup_{label}_vs_fp32_batch{batch}{suffix}"] = (
+                    w4[f"batch{batch}"][key] / results["original_fp32"][f"batch{batch}"][key])
+            ratios = [a["decode_tokens_per_s_wall"] / b["decode_tokens_per_s_wall"]
+                      for a, b in zip(runs[name][batch], runs["original_bf16"][batch])]
+            summary[f"speedup_{label}_vs_bf16_batch{batch}_round_ratios"] = [round(r, 3) for r in ratios]
+            summary[f"speedup_{label}_vs_bf16_batch{batch}_median_round_ratio"] = statistics.median(ratios)
+        summary[f"weight_memory_ratio_{label}_vs_bf16"] = w4["weight_bytes_resident"] / bf16["weight_bytes_resident"]
+        summary[f"weight_memory_ratio_{label}_vs_bf16_as_stored"] = w4["weight_bytes_as_stored"] / bf16["weight_bytes_resident"]
+    by_kind = results["w4a16_g64_head_int4"]["weight_bytes_by_kind"]
     summary["w4a16_weight_bytes_share"] = {k: v / by_kind["total"] for k, v in by_kind.items() if k != "total"}
     first = {name: runs[name][args.batches[0]][0]["tokens"] for name in models}
-    summary["greedy_token_agreement_w4a16_vs_bf16"] = (first["w4a16_g64"] == first["original_bf16"]).float().mean().item()
-    summary["greedy_token_agreement_fp32_vs_bf16"] = (first["original_fp32"] == first["original_bf16"]).float().mean().item()
+    for name, label in labels.items():
+        summary[f"greedy_token_agreement_{label}_vs_bf16"] = (first[name] == first["original_bf16"]).float().mean().item()
+    if args.ppl_tokens:
+        models.clear()  # free the timed models before loading fp32 ones
+        summary["perplexity_wiki"] = perplexities(folder, artifact, head_artifact, eval_windows(tokenizer, text, args.ppl_tokens, 512))
+    tmp.cleanup()
 
     report = {
         **summary,
@@ -256,9 +322,11 @@ def main(argv: list[str] | None = None) -> int:
         "models": results,
         "settings": {"model": MODEL, "threads": args.threads, "rounds": args.rounds, "batches": args.batches,
                      "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens, "kv_cache": True,
-                     "decoding": "greedy", "statistic": "median over rounds"},
+                     "decoding": "greedy", "statistic": "median over rounds",
+                     "head_group_size": args.head_group_size, "ppl_tokens": args.ppl_tokens},
         "machine": {**cpu_description(), "torch_threads": torch.get_num_threads(),
-                    "loadavg_before": loadavg_before, "loadavg_after": loadavg_after},
+                    "loadavg_before": loadavg_before, "loadavg_after": loadavg_after,
+                    "loadavg_1min_after_each_round": loadavg_rounds},
         "versions": {"torch": torch.__version__, "python": platform.python_version(),
                      "transformers": __import__("transformers").__version__},
         "command": " ".join(["python", _relative(sys.argv[0]), *map(shlex.quote, sys.argv[1:])]),

@@ -80,7 +80,7 @@ def test_load_reproduces_the_in_memory_model(tmp_path, quantize, kind):
 
 def test_int4_layers_use_the_stored_packed_words(tmp_path):
     _, folder = export_tiny(tmp_path, W4_CHANNEL_ASYM)
-    loaded = load(folder, dtype=torch.bfloat16, fuse=False)
+    loaded = load(folder, dtype=torch.bfloat16, fuse=False, compact=False)
     layer = loaded.model.layers[1].mlp.up_proj
     assert isinstance(layer, QuantLinear) and layer.bits == 4 and layer.group_size is None
     with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
@@ -99,6 +99,61 @@ def test_fused_projections_are_exact(tmp_path):
         out = fused.generate(TOKENS[:1, :8], max_new_tokens=4, do_sample=False)
         ref = plain.generate(TOKENS[:1, :8], max_new_tokens=4, do_sample=False)
     assert torch.equal(out, ref)
+
+
+def test_cpu_load_keeps_only_the_cpu_int4_layout(tmp_path):
+    _, folder = export_tiny(tmp_path, W4_CHANNEL_ASYM)
+    full, compact = load(folder, compact=False), load(folder)
+    layers = [m for m in compact.modules() if isinstance(m, QuantLinear)]
+    assert compact.artifact.cpu_layout_only == len(layers) == 8 and all(m.weight_packed is None for m in layers)
+    assert torch.equal(logits(compact, TOKENS), logits(full, TOKENS))
+    full_bytes = weight_bytes(full)
+    assert weight_bytes(compact)["quantized_linears"] < full_bytes["quantized_linears"] + full_bytes["quantized_linears_cpu_layout"]
+
+
+def test_quantized_head_reloads_in_transformers_and_compressor(tmp_path):
+    """export.head_quant: lm_head int4, the embedding stored as its dequantized values and read from it."""
+    from transformers import AutoModelForCausalLM
+
+    from compressor.export.head_quant import quantize_lm_head
+    from compressor.inference.quantized_embedding import HeadTiedEmbedding
+
+    _, folder = export_tiny(tmp_path, W4_G32)
+    head_folder = quantize_lm_head(folder, tmp_path / "head_int4", group_size=32)
+    config = json.loads((head_folder / "config.json").read_text())
+    qcfg = config["quantization_config"]
+    assert config["tie_word_embeddings"] is False and "lm_head" not in qcfg["ignore"]
+    assert any(group["targets"] == ["lm_head"] for group in qcfg["config_groups"].values())
+    manifest = json.loads((head_folder / MANIFEST).read_text())
+    assert manifest["lm_head_quantization"]["group_size"] == 32 and manifest["engines"]["vllm"] is False
+    with safe_open(str(head_folder / "model.safetensors"), framework="pt") as f:
+        assert "lm_head.weight_packed" in f.keys() and "lm_head.weight" not in f.keys()
+
+    ours = load(head_folder, dtype=torch.float32)
+    assert ours.artifact.embedding_from_head and isinstance(ours.model.embed_tokens, HeadTiedEmbedding)
+    assert isinstance(ours.lm_head, QuantLinear) and ours.lm_head.cpu_only
+    assert "embedding" not in weight_bytes(ours)  # the table is the head's codes
+    hf = AutoModelForCausalLM.from_pretrained(head_folder, dtype=torch.float32).eval()
+    with safe_open(str(head_folder / "model.safetensors"), framework="pt") as f:
+        table = f.get_tensor("model.embed_tokens.weight").float()
+    assert torch.equal(hf.model.embed_tokens.weight, table)
+    assert torch.equal(ours.model.embed_tokens(TOKENS), table[TOKENS])
+    assert rel_err(logits(ours, TOKENS), logits(hf, TOKENS)) < 1e-2  # same codes; bf16 activations in the CPU op
+    with torch.inference_mode():
+        assert torch.equal(ours.generate(TOKENS[:1, :8], max_new_tokens=4, do_sample=False),
+                           hf.generate(TOKENS[:1, :8], max_new_tokens=4, do_sample=False))
+
+
+def test_head_quantization_refuses_an_untied_head(tmp_path):
+    from compressor.export.head_quant import quantize_lm_head
+
+    model = tiny_llama(**TINY)
+    model.lm_head.weight = torch.nn.Parameter(torch.randn_like(model.lm_head.weight))
+    run_quantize(CompressionContext(model, None, adapter_for(model), Recipe(), Progress(), data_dir=tmp_path),
+                 QuantizeConfig.model_validate(W4_G32))
+    export_compressed_tensors(model, NoTokenizer(), tmp_path / "checkpoint", {"model": "tiny"})
+    with pytest.raises(ValueError, match="tied"):
+        quantize_lm_head(tmp_path / "checkpoint", tmp_path / "out")
 
 
 def test_tied_embedding_is_stored_once_and_transformers_ties_it(tmp_path):
@@ -247,6 +302,23 @@ def test_compressor_load_reproduces_w4a16_perplexity(jobs, tokenizer, fmt):
     assert dict(model.artifact.layers) == {"int4": 210} and not model.artifact.dense_fallbacks
     assert model.artifact.fused_groups == 60
     assert wiki_perplexity(model, tokenizer) == pytest.approx(compressed_perplexity(report), rel=0.01)
+
+
+@pytest.mark.model
+def test_w4a16_with_int4_head_loads_in_transformers_and_compressor(jobs, tokenizer, tmp_path):
+    """The decode bench's artifact: both loaders agree on it, and its cost over the bf16 head is bounded."""
+    from transformers import AutoModelForCausalLM
+
+    from compressor.export.head_quant import quantize_lm_head
+
+    report, folder = jobs("w4a16-g64")
+    head_folder = quantize_lm_head(folder, tmp_path / "head_int4", group_size=32)
+    hf = AutoModelForCausalLM.from_pretrained(head_folder, dtype=torch.float32).eval()
+    expected = wiki_perplexity(hf, tokenizer)
+    ours = load(head_folder, dtype=torch.float32)
+    assert ours.artifact.embedding_from_head and dict(ours.artifact.layers) == {"int4": 211}
+    assert wiki_perplexity(ours, tokenizer) == pytest.approx(expected, rel=0.01)
+    assert expected < 1.3 * compressed_perplexity(report)  # measured +18% over 1024 tokens
 
 
 @pytest.mark.model

@@ -12,7 +12,9 @@ wants another layout and a float zero point, so it is converted once, lazily, on
 torch computes ``(u - 8) * s + zf`` with ``u = q + 8`` unsigned, which equals our
 ``(q - z) * s`` when ``zf = -z * s``. The op also needs N % 16 == 0, K % group == 0 and a group
 in {32, 64, 128, 256}; other shapes are padded (N with zero rows, K with zero columns and
-zero activations) and other groups re-expressed by repeating scales, which is exact.
+zero activations) and other groups re-expressed by repeating scales, which is exact (see
+``cpu_int4``). For CPU inference `drop_pack_quantized` then keeps only that layout: the layer
+reads its codes back from it when anything else needs them.
 """
 
 from __future__ import annotations
@@ -23,12 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from triton_kernels import w4a16, w8a8
-from triton_kernels.packing import pack_int4, packed_width, unpack_int4
+from triton_kernels import cpu_int4, w4a16, w8a8
+from triton_kernels.packing import pack_int4, packed_width
 
 Backend = Literal["auto", "triton", "native", "reference"]
-NATIVE_INT4_GROUPS = (256, 128, 64, 32)
-NATIVE_INT4_N_MULTIPLE = 16
+INT8PACK_K_MULTIPLE = 16  # _weight_int8pack_mm needs K % 16 == 0 (checked on torch 2.13 CPU)
 
 
 def rtn_quantize_int4(
@@ -115,6 +116,9 @@ class QuantLinear(nn.Module):
         self.register_buffer("bias", bias)
         self._native_int4: tuple = ()
         self._native_int4_key: tuple | None = None
+        self.cpu_only = False  # set by drop_pack_quantized
+        self._int8_padded: torch.Tensor | None = None
+        self._int8_padded_key: tuple | None = None
 
     @classmethod
     def from_linear(
@@ -144,14 +148,16 @@ class QuantLinear(nn.Module):
     def dequantized_weight(self) -> torch.Tensor:
         """Float32 [N, K] weight this layer represents."""
         if self.bits == 4:
-            return w4a16.dequantize_int4(self.weight_packed, self.weight_scale, self.weight_zero_point,
-                                         self.group_size, self.in_features)
+            packed, scale, zero = self.pack_quantized()
+            return w4a16.dequantize_int4(packed, scale, zero, self.group_size, self.in_features)
         return self.weight.to(torch.float32) * self.weight_scale.to(torch.float32)[:, None]
 
     def resolve_backend(self, x: torch.Tensor) -> Backend:
         """The path ``forward`` takes for x: Triton on CUDA, native ops on CPU, else reference."""
         if self.backend != "auto":
             return self.backend
+        if self.cpu_only:
+            return "native" if x.device.type == "cpu" else "reference"
         if x.is_cuda and w4a16.triton is not None and (self.bits == 4 or self.quantize_activations):
             return "triton"  # W8A16 has no Triton kernel here: it falls through to the reference
         if x.device.type == "cpu":
@@ -176,8 +182,7 @@ class QuantLinear(nn.Module):
 
     def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
         if self.bits == 4:
-            return w4a16.w4a16_reference(x, self.weight_packed, self.weight_scale,
-                                         self.weight_zero_point, self.group_size)
+            return w4a16.w4a16_reference(x, *self.pack_quantized(), self.group_size)
         if self.quantize_activations:
             return w8a8.w8a8_reference(x, self.weight, self.weight_scale)
         w = self.dequantized_weight().to(x.dtype)
@@ -185,8 +190,7 @@ class QuantLinear(nn.Module):
 
     def _forward_triton(self, x: torch.Tensor) -> torch.Tensor:
         if self.bits == 4:
-            return w4a16.w4a16_matmul(x, self.weight_packed, self.weight_scale,
-                                      self.weight_zero_point, self.group_size)
+            return w4a16.w4a16_matmul(x, *self.pack_quantized(), self.group_size)
         if not self.quantize_activations:
             raise ValueError("no Triton kernel for W8A16; use the native or reference backend")
         return w8a8.w8a8_linear(x, self.weight, self.weight_scale)
@@ -208,45 +212,74 @@ class QuantLinear(nn.Module):
             acc = torch._int_mm(x_q, self.weight.t())
             y = acc.to(torch.float32) * x_scale[:, None] * self.weight_scale.to(torch.float32)[None, :]
             return y.to(x.dtype)
-        y = torch.ops.aten._weight_int8pack_mm(x.to(torch.bfloat16).contiguous(), self.weight,
-                                               self.weight_scale.to(torch.bfloat16))
+        xb, weight = x.to(torch.bfloat16), self.weight
+        pad = -self.in_features % INT8PACK_K_MULTIPLE
+        if pad:  # torch 2.13's op returns garbage or crashes on other K: zero columns are exact
+            key = (weight.data_ptr(), weight._version)
+            if self._int8_padded_key != key:
+                self._int8_padded, self._int8_padded_key = F.pad(weight, (0, pad)), key
+            xb, weight = F.pad(xb, (0, pad)), self._int8_padded
+        y = torch.ops.aten._weight_int8pack_mm(xb.contiguous(), weight, self.weight_scale.to(torch.bfloat16))
         return y.to(x.dtype)
 
-    def _native_int4_weights(self) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    def _native_int4_weights(self) -> cpu_int4.CpuInt4:
         """(packed uint8, qScaleAndZeros bf16 [K'/G', N', 2], G', K') for the CPU int4 op, cached."""
+        if self.cpu_only:  # the only copy: reloading a state dict replaces these buffers
+            buffers = self._buffers
+            return cpu_int4.CpuInt4(buffers["cpu_int4_packed"], buffers["cpu_int4_scales_zeros"], *self._cpu_int4_shape)
         buffers = self._buffers  # direct dict access: this check runs on every forward
         key = tuple((t.data_ptr(), t._version) for t in
                     (buffers["weight_packed"], buffers["weight_scale"], buffers["weight_zero_point"]) if t is not None)
         if key == self._native_int4_key:
             return self._native_int4
-        n, k = self.out_features, self.in_features
-        group = k if self.group_size is None else self.group_size
-        if k % NATIVE_INT4_GROUPS[-1]:  # only per-channel gets here: pad K, one scale repeated
-            k_padded = -(-k // NATIVE_INT4_GROUPS[-1]) * NATIVE_INT4_GROUPS[-1]
-            native_group, repeat = NATIVE_INT4_GROUPS[-1], k_padded // NATIVE_INT4_GROUPS[-1]
-        else:
-            k_padded = k
-            native_group = next(g for g in NATIVE_INT4_GROUPS if group % g == 0)
-            repeat = group // native_group
-        n_padded = -(-n // NATIVE_INT4_N_MULTIPLE) * NATIVE_INT4_N_MULTIPLE
-        unsigned = unpack_int4(self.weight_packed, k).to(torch.int32) + 8
-        unsigned = F.pad(unsigned, (0, k_padded - k, 0, n_padded - n), value=8)  # 8 = weight 0
-        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(unsigned.contiguous(), 1)
-        scales = self.weight_scale.to(torch.float32)
-        if self.weight_zero_point is None:
-            float_zeros = torch.zeros_like(scales)
-        else:
-            float_zeros = -self.weight_zero_point.to(torch.float32) * scales
-        pair = torch.stack([scales, float_zeros], dim=-1).repeat_interleave(repeat, dim=1)  # [N, K'/G', 2]
-        pair = F.pad(pair, (0, 0, 0, 0, 0, n_padded - n))
-        scales_and_zeros = pair.transpose(0, 1).contiguous().to(torch.bfloat16)
-        self._native_int4 = (packed, scales_and_zeros, native_group, k_padded)
+        group = self.in_features if self.group_size is None else self.group_size
+        self._native_int4 = cpu_int4.build(self.weight_packed, self.weight_scale, self.weight_zero_point,
+                                           group, self.in_features)
         self._native_int4_key = key
         return self._native_int4
 
+    def drop_pack_quantized(self) -> bool:
+        """Keep only the CPU int4 layout, the one the CPU op reads; whether it did.
+
+        The pack-quantized copy would double the resident int4 bytes. Afterwards the layer is
+        `cpu_only`: ``weight_packed``/``weight_scale``/``weight_zero_point`` are None and
+        `pack_quantized()` rebuilds them on demand (exact). Skipped for int8, off-CPU tensors,
+        or when this torch's layout is not the one `cpu_int4` reads back.
+        """
+        if self.cpu_only:
+            return True
+        if self.bits != 4 or self.weight_packed.device.type != "cpu" or not cpu_int4.layout_is_known():
+            return False
+        native = self._native_int4_weights()
+        self._scale_dtype = self.weight_scale.dtype
+        self._has_zero_point = self.weight_zero_point is not None
+        self._cpu_int4_shape = (native.group, native.k_padded)
+        self.weight_packed = self.weight_scale = self.weight_zero_point = None
+        self.register_buffer("cpu_int4_packed", native.packed)
+        self.register_buffer("cpu_int4_scales_zeros", native.scales_zeros)
+        self._native_int4, self._native_int4_key = (), None
+        self.cpu_only = True
+        return True
+
+    def pack_quantized(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(weight_packed, weight_scale, weight_zero_point) of an int4 layer, rebuilt if `cpu_only`."""
+        if not self.cpu_only:
+            return self.weight_packed, self.weight_scale, self.weight_zero_point
+        group = self.in_features if self.group_size is None else self.group_size
+        packed, scale, zero = cpu_int4.to_pack_quantized(self._native_int4_weights(), self.out_features,
+                                                         self.in_features, group, self._has_zero_point)
+        return packed, scale.to(self._scale_dtype), zero
+
+    def dequantized_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Float32 [T, K] weight rows (output channels) `rows`, as the CPU op computes them."""
+        if self.bits == 4 and (self.cpu_only or rows.device.type == "cpu") and cpu_int4.layout_is_known():
+            return cpu_int4.dequantize_rows(self._native_int4_weights(), rows, self.in_features)
+        return self.dequantized_weight()[rows]
+
     def extra_repr(self) -> str:
         group = "per-channel" if self.group_size is None else f"group={self.group_size}"
-        asym = ", asym" if self.weight_zero_point is not None else ""
+        asym = ", asym" if (self._has_zero_point if self.cpu_only else self.weight_zero_point is not None) else ""
         act = ", act=int8" if self.quantize_activations else ""
+        cpu = ", cpu_int4 layout only" if self.cpu_only else ""
         return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
-                f"{group}{asym}{act}, backend={self.backend}")
+                f"{group}{asym}{act}, backend={self.backend}{cpu}")

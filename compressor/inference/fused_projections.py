@@ -19,8 +19,8 @@ from triton_kernels.quant_linear import QuantLinear
 
 
 def can_fuse(linears: list[nn.Module]) -> bool:
-    """Int4 QuantLinears with the same input width, group size, zero-point presence and backend, no bias."""
-    if len(linears) < 2 or not all(isinstance(m, QuantLinear) and m.bits == 4 for m in linears):
+    """Int4 QuantLinears (pack-quantized copy kept) with the same input width, group size, zero-point presence and backend, no bias."""
+    if len(linears) < 2 or not all(isinstance(m, QuantLinear) and m.bits == 4 and not m.cpu_only for m in linears):
         return False
     first = linears[0]
     return all(
@@ -46,10 +46,9 @@ def fuse_int4(linears: list[QuantLinear]) -> QuantLinear:
 def _version(x: torch.Tensor) -> int:
     """In-place update counter; inference tensors have none (the cache then relies on identity and
     on the last member releasing it, i.e. on the members being called back to back)."""
-    try:
-        return x._version
-    except RuntimeError:
+    if x.is_inference():  # asking raises, and a raised error costs more than the projection's bookkeeping
         return -2
+    return x._version
 
 
 class FusedProjection(nn.Module):
@@ -58,19 +57,19 @@ class FusedProjection(nn.Module):
     def __init__(self, linear: QuantLinear):
         super().__init__()
         self.linear = linear
-        self._input: torch.Tensor | None = None
-        self._version = -1
-        self._output: torch.Tensor | None = None
+        # [input, its version, output], mutated in place: nn.Module.__setattr__ costs microseconds
+        # per assignment, several per decode-step projection
+        self._cache: list = [None, -1, None]
 
     def output_for(self, x: torch.Tensor) -> torch.Tensor:
-        version = _version(x)
-        if x is not self._input or version != self._version:
-            self._output = self.linear(x)
-            self._input, self._version = x, version
-        return self._output
+        cache, version = self._cache, _version(x)
+        if x is not cache[0] or version != cache[1]:
+            cache[2] = self.linear(x)
+            cache[0], cache[1] = x, version
+        return cache[2]
 
     def release(self) -> None:
-        self._input = self._output = None
+        self._cache[0] = self._cache[2] = None
 
 
 class ProjectionSlice(nn.Module):

@@ -30,6 +30,7 @@ from torch import nn
 from compressor.export.manifest import MANIFEST, sha256_file
 from compressor.export.online_rotations import read_online_rotations
 from compressor.inference.fused_projections import FusedProjection, fuse_projections
+from compressor.inference.quantized_embedding import HeadTiedEmbedding, head_matches_table
 from compressor.quant.quantizer import fake_quantize_per_token
 from compressor.sparsity.activation import apply_activation_from_config
 from compressor.transforms.fusion import RUNTIME_TRANSFORM_ATTR, attach_runtime_output_matrix
@@ -60,6 +61,8 @@ class ArtifactInfo:
     dense_fallbacks: list[str] = field(default_factory=list)
     online_rotations: list[str] = field(default_factory=list)
     fused_groups: int = 0
+    cpu_layout_only: int = 0  # int4 layers holding only the CPU op's layout
+    embedding_from_head: bool = False  # embed_tokens reads its rows from the int4 lm_head
     runtime_output_matrices: list[str] = field(default_factory=list)
 
 
@@ -260,12 +263,16 @@ def load(
     backend: Backend = "auto",
     verify_checksums: bool = True,
     fuse: bool = True,
+    compact: bool | None = None,
 ) -> nn.Module:
     """An exported artifact as a transformers causal LM with QuantLinear layers, in eval mode.
 
     `dtype` is the compute dtype and that of every non-quantized tensor (stored in bf16, so
     bf16 keeps them as they are; float32 is exact too). QuantLinear keeps the stored scales in
     `dtype`. With `fuse`, q/k/v and gate/up int4 projections become one matmul each (exact).
+    With `compact` (default: on a CPU device with the auto/native backend) int4 layers keep only
+    the CPU op's layout (`QuantLinear.drop_pack_quantized`). An embedding stored as the
+    dequantized int4 lm_head (`compressor.export.head_quant`) is read from the head's codes.
     Raises `UnsupportedArtifactError` for artifacts it cannot run faithfully.
     """
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -309,6 +316,13 @@ def load(
                 info.online_rotations.append(name)
             parent, _, attr = name.rpartition(".")
             setattr(model.get_submodule(parent), attr, module)
+    embedding_key = f"{_module_name(model, model.get_input_embeddings())}.weight"
+    head = model.get_output_embeddings()
+    if embedding_key in dense and head_matches_table(head, dense[embedding_key]):  # see export.head_quant
+        padding_idx = getattr(model.get_input_embeddings(), "padding_idx", None)
+        model.set_input_embeddings(HeadTiedEmbedding(head, dtype, padding_idx))
+        del dense[embedding_key]
+        info.embedding_from_head = True
     runtime_matrices = {key.rpartition(".")[0]: dense.pop(key) for key in list(dense)
                         if key.rpartition(".")[2] == RUNTIME_OUTPUT_MATRIX}
     missing_rotations = set(rotations) - set(info.online_rotations)
@@ -318,7 +332,8 @@ def load(
     tied = bool(getattr(config, "tie_word_embeddings", False))
     result = model.load_state_dict(dense, strict=False, assign=True)
     built = tuple(f"{name}." for name in schemes)  # QuantLinear buffers, filled above
-    missing = [k for k in result.missing_keys if not (k.startswith(built) or (tied and k == "lm_head.weight"))]
+    missing = [k for k in result.missing_keys if not (k.startswith(built) or (tied and k == "lm_head.weight")
+                                                       or (info.embedding_from_head and k == embedding_key))]
     if missing or result.unexpected_keys:
         raise UnsupportedArtifactError(f"weights do not match the model: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}")
     if tied:
@@ -340,6 +355,10 @@ def load(
             for names in FUSABLE_GROUPS:
                 if all(hasattr(module, n) for n in names) and fuse_projections(module, list(names)):
                     info.fused_groups += 1
+    if compact is None:
+        compact = torch.device(device).type == "cpu" and backend in ("auto", "native")
+    if compact:
+        info.cpu_layout_only = sum(m.drop_pack_quantized() for m in model.modules() if isinstance(m, QuantLinear) and m.bits == 4)
     model.artifact = info
     return model.to(device).eval()
 
@@ -368,22 +387,26 @@ def weight_bytes(model: nn.Module, include_runtime_layouts: bool = True) -> dict
         for pname, t in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
             if pname in ("inv_freq", "original_inv_freq"):
                 continue
-            if isinstance(module, (QuantLinear, FusedProjection)):
+            if module is getattr(model, "lm_head", None):
+                kind = "lm_head"
+            elif isinstance(module, (QuantLinear, FusedProjection)):
                 kind = "quantized_linears"
             elif isinstance(module, InputRotation):
                 kind = "online_rotations"
             elif isinstance(module, nn.Embedding):
                 kind = "embedding"
-            elif module is getattr(model, "lm_head", None):
-                kind = "lm_head"
             elif isinstance(module, (nn.Linear, DequantizedLinear)):
                 kind = "dense_linears"
             else:
                 kind = "other"
             add(kind, t)
-        if include_runtime_layouts and isinstance(module, QuantLinear):
-            for t in getattr(module, "_native_int4", ()) or ():
+        if include_runtime_layouts and isinstance(module, QuantLinear):  # caches built on first use
+            for t in [*(getattr(module, "_native_int4", ()) or ()), module._int8_padded]:
                 if isinstance(t, torch.Tensor):
                     add("quantized_linears_cpu_layout", t)
     out["total"] = sum(out.values())
     return dict(out)
+
+
+def _module_name(model: nn.Module, module: nn.Module) -> str:
+    return next(name for name, m in model.named_modules() if m is module)
