@@ -47,7 +47,12 @@ class WeightQuantConfig(StrictModel):
     clip_norm: float = Field(2.4, gt=0.0, description="error norm exponent of the clip search")
     gptq_block_size: int = Field(128, ge=1, le=4096, description="GPTQ lazy-batch block size")
     gptq_dampening: float = Field(0.01, ge=0.0, le=1.0, description="GPTQ diagonal dampening, fraction of the mean")
-    gptq_act_order: bool = Field(False, description="GPTQ: quantize columns in order of decreasing Hessian diagonal")
+    gptq_act_order: bool = Field(
+        True,
+        description="GPTQ: quantize columns in order of decreasing Hessian diagonal (groups stay static). On by "
+        "default: without it, error feedback flows into the few massive-activation columns and per-channel GPTQ "
+        "on SmolLM2 is worse than RTN (35.6 vs 34.9 wiki ppl; 27.8 with act-order)",
+    )
 
     @model_validator(mode="after")
     def _group_size_matches_strategy(self) -> WeightQuantConfig:

@@ -55,7 +55,7 @@ def test_gptq_equals_unblocked_reference():
     w, x = torch.randn(12, 40), correlated_inputs(512, 40)
     acc = HessianAccumulator(40)
     acc.add(x)
-    cfg = WeightQuantConfig(bits=4, strategy="channel", method="gptq", gptq_block_size=16)
+    cfg = WeightQuantConfig(bits=4, strategy="channel", method="gptq", gptq_block_size=16, gptq_act_order=False)
     W = w.double().clone()
     H = acc.hessian + 0.01 * acc.hessian.diag().mean() * torch.eye(40, dtype=torch.float64)
     Hinv = torch.linalg.inv(H)

@@ -41,6 +41,11 @@ class DecoderLayerParts:
             "mlp.gate_proj": self.gate_proj, "mlp.up_proj": self.up_proj, "mlp.down_proj": self.down_proj,
         }
 
+    @staticmethod
+    def shared_inputs() -> dict[str, str]:
+        """Linears that read the same tensor as another (name -> the one whose statistics serve both)."""
+        return {"self_attn.k_proj": "self_attn.q_proj", "self_attn.v_proj": "self_attn.q_proj", "mlp.up_proj": "mlp.gate_proj"}
+
 
 class LlamaFamilyAdapter:
     """Llama, Mistral and Qwen2 share the layout `model.layers[i].{self_attn,mlp}.*_proj`."""

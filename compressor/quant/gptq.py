@@ -17,7 +17,7 @@ from compressor.spec import WeightQuantConfig
 
 
 class HessianAccumulator:
-    """Running 2/n Σ x xᵀ of a linear's inputs, in float64 to keep it symmetric positive."""
+    """Running 2/n Σ x xᵀ of a linear's inputs, accumulated in float64 to keep it symmetric positive."""
 
     def __init__(self, columns: int):
         self.hessian = torch.zeros(columns, columns, dtype=torch.float64)

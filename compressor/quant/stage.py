@@ -43,11 +43,13 @@ def quantize_weights_gptq(ctx: CompressionContext, cfg: WeightQuantConfig) -> No
     layers = ctx.adapter.all_layer_parts(ctx.model)
     for parts in layers:
         linears = {name: plain_linear(lin) for name, lin in parts.linears().items()}
-        hessians = {name: HessianAccumulator(lin.in_features) for name, lin in linears.items()}
-        with capture_linear_inputs(linears, lambda name, x: hessians[name].add(x)):
+        source = {name: parts.shared_inputs().get(name, name) for name in linears}  # q/k/v and gate/up share one
+        hessians = {name: HessianAccumulator(linears[name].in_features) for name in set(source.values())}
+        watched = {name: linears[name] for name in hessians}
+        with capture_linear_inputs(watched, lambda name, x: hessians[name].add(x)):
             layer_outputs(parts.layer, inputs)
         for name, lin in linears.items():
-            _store_quantized(ctx, parts, name, gptq_quantize(lin.weight.data, hessians[name].hessian, cfg))
+            _store_quantized(ctx, parts, name, gptq_quantize(lin.weight.data, hessians[source[name]].hessian, cfg))
         del hessians
         inputs.hidden = layer_outputs(parts.layer, inputs)
         ctx.progress.layer(parts.index, len(layers))
