@@ -38,6 +38,7 @@ from compressor.eval.perplexity import score_windows
 from compressor.models.store import ModelStore
 from compressor.paths import compressor_home
 from compressor.sparsity.activation import set_gate_activation
+from compressor.sparsity.hft import apply_frozen_half, draw_frozen_half, optimizer_over_trainable, trainable_parameters
 from compressor.sparsity.intermediate import tracking
 from compressor.sparsity.metrics import ppl_p_sparsity
 from compressor.sparsity.training import finetune
@@ -100,6 +101,51 @@ def train_one(store: ModelStore, tokens: torch.Tensor, cfg: ProSparseConfig) -> 
     return model, history, seconds
 
 
+def interleaved_step_times(store: ModelStore, tokens: torch.Tensor, pairs: int, lam: float) -> dict[str, list[float]]:
+    """Seconds per training step, full and HFT alternating on one model (ABBA order).
+
+    Other processes share this machine's cores, so two runs minutes apart see different
+    load; alternating the two kinds of step step by step cancels that drift. Each step is the
+    training loop's: forward with the L1 hooks, backward, gradient clipping, AdamW over the
+    trainable parameters (HFT: the half left after a round-0 draw, with its own optimizer).
+    """
+    model, _ = store.load(MODEL)
+    set_gate_activation(model, 0.0)
+    model.train()
+
+    def make(params: Any) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(params, lr=1e-5)
+
+    draw = draw_frozen_half(len(model.model.layers), 0, 0)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    optimizers = {"full": optimizer_over_trainable(model, make)}
+    apply_frozen_half(model, draw)
+    optimizers["hft"] = optimizer_over_trainable(model, make)
+    times: dict[str, list[float]] = {"full": [], "hft": []}
+    with tracking(model) as stats:
+        for i in range(pairs + 1):
+            for mode in ("full", "hft") if i % 2 == 0 else ("hft", "full"):
+                if mode == "full":
+                    for p in model.parameters():
+                        p.requires_grad_(True)
+                else:
+                    apply_frozen_half(model, draw)
+                batch = tokens[i : i + 1]
+                started = time.perf_counter()
+                stats.reset()
+                loss = model(batch, labels=batch, use_cache=False).loss + lam * stats.l1_penalty()
+                optimizers[mode].zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(trainable_parameters(model), 1.0)
+                optimizers[mode].step()
+                elapsed = time.perf_counter() - started
+                stats.l1 = []
+                if i > 0:  # the first pair allocates optimizer state
+                    times[mode].append(elapsed)
+    return times
+
+
 def step_times(history: list[dict[str, Any]]) -> list[float]:
     return [r["seconds"] for r in history[2:]]  # the first steps pay allocation and warm-up
 
@@ -117,6 +163,7 @@ def main() -> int:
     parser.add_argument("--cett-tokens", type=int, default=4096)
     parser.add_argument("--cett-sample-tokens", type=int, default=256, help="dense-model tokens the per-layer thresholds are fitted on")
     parser.add_argument("--cett-iters", type=int, default=7, help="outer bisection steps over CETT in [0, 1]")
+    parser.add_argument("--timing-pairs", type=int, default=12, help="alternating full/HFT step pairs timed for step_time_ratio")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every stage's steps (smoke runs)")
     parser.add_argument("--redo", nargs="*", default=[], help="parts to recompute: original, <schedule>, hft, ppl1")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -132,7 +179,8 @@ def main() -> int:
         "eval": f"score_windows on the first {args.eval_tokens} tokens of each eval text, {WINDOW}-token windows",
         "sparsity": f"exact zeros of x1 = FATReLU_{FATRELU}(gate)*up over the wiki eval windows",
         "ppl1": f"PPL-1% on wiki eval, {args.cett_tokens} tokens per probe, thresholds fitted on {args.cett_sample_tokens} dense tokens, {args.cett_iters} bisection steps over CETT",
-        "step_time": "median seconds per optimizer step (forward+backward+AdamW), steps 3.. of the run",
+        "step_time": "hft.step_time_ratio: median HFT step / median full step, timed alternating (ABBA) on one model "
+                     "so the shared machine's load drift cancels; the runs' own medians (steps 3..) are kept as *_run_*",
     }
     data.setdefault("rows", [])
     redo = set(args.redo)
@@ -217,11 +265,25 @@ def main() -> int:
         if name == args.hft_schedule:
             run_hft()
 
+    def run_timing() -> None:
+        hft = data.get("hft")
+        if hft is None or ("step_time_ratio_runs" in hft and "timing" not in redo):
+            return
+        log(f"timing: {args.timing_pairs} alternating full/HFT step pairs")
+        times = interleaved_step_times(store, tokens, args.timing_pairs, SCHEDULES[args.hft_schedule][0][-1])
+        full_s, hft_s = statistics.median(times["full"]), statistics.median(times["hft"])
+        hft["step_time_ratio_runs"] = hft.get("step_time_ratio_runs", hft["step_time_ratio"])
+        hft.update({"step_time_ratio": hft_s / full_s, "timed_full_step_seconds": full_s, "timed_hft_step_seconds": hft_s,
+                    "timed_steps": times})
+        log(f"timing: full {full_s:.2f}s HFT {hft_s:.2f}s ratio {hft_s / full_s:.3f}")
+        save(args.out, data)
+
     late = [n for n in args.schedules if n == "relu-only"]  # the baseline last: the ProSparse rows matter most
     for name in args.schedules:
         if name not in late:
             run_schedule(name)
     run_hft()
+    run_timing()
     if "original" not in ppl1_data or "ppl1" in redo:
         log("original model: PPL-1% sparsity")
         model, _ = store.load(MODEL)
