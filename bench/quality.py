@@ -108,10 +108,15 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=16384)
     parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--keep", nargs="*", default=[], metavar="METHOD",
+                        help="skip rows of these methods already in the results file (their code did not change)")
     args = parser.parse_args()
 
+    done = {row_key(r) for r in (json.loads(args.out.read_text()) if args.out.exists() else [])}
     for cfg in configurations():
         if args.only and cfg["method"] not in args.only:
+            continue
+        if cfg["method"] in args.keep and row_key(cfg) in done:
             continue
         row = measure(cfg, args.max_tokens, args.samples)
         print(json.dumps({k: v for k, v in row.items() if k != "recipe"}), flush=True)

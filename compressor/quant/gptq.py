@@ -24,12 +24,12 @@ class HessianAccumulator:
         self.count = 0
 
     def add(self, x: torch.Tensor) -> None:
-        x = x.reshape(-1, x.shape[-1]).double()
+        """Fold in a batch: its product in float32 (float64 GEMMs are ~4x slower on CPU), the sum in float64."""
+        x = x.reshape(-1, x.shape[-1]).float()
         n = x.shape[0]
         self.hessian *= self.count / (self.count + n)
         self.count += n
-        x = x * math.sqrt(2.0 / self.count)
-        self.hessian += x.T @ x
+        self.hessian += (x.T @ x).double() * (2.0 / self.count)
 
 
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, cfg: WeightQuantConfig) -> QuantizedWeight:
