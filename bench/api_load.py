@@ -104,6 +104,15 @@ class RawHttpClient:
             self.writer = None
 
 
+def _record(out: dict[str, Any], endpoint: str, ok: bool, why: str, dt: float) -> None:
+    """One request's outcome: its latency under its endpoint, or an error counted by kind."""
+    if ok:
+        out["latency"][endpoint].append(dt)
+    else:
+        out["errors"][why] += 1
+        out["error_latency"].append(dt)
+
+
 async def _raw_client_loop(url: str, key: str, job_id: str, until: float, timeout: float, out: dict[str, Any]) -> None:
     host, port = url.removeprefix("http://").split(":")
     client = RawHttpClient(host, int(port), key, timeout)
@@ -123,12 +132,7 @@ async def _raw_client_loop(url: str, key: str, job_id: str, until: float, timeou
                 except (OSError, asyncio.IncompleteReadError, ValueError) as e:
                     ok, why = False, type(e).__name__
                     client.close()
-                dt = time.perf_counter() - t0
-                if ok:
-                    out["latency"][endpoint].append(dt)
-                else:
-                    out["errors"][why] += 1
-                    out["error_latency"].append(dt)
+                _record(out, endpoint, ok, why, time.perf_counter() - t0)
     finally:
         client.close()
 
@@ -147,12 +151,7 @@ async def _client_loop(client: httpx.AsyncClient, job_id: str, until: float, out
                 ok, why = False, "timeout"
             except httpx.HTTPError as e:
                 ok, why = False, type(e).__name__
-            dt = time.perf_counter() - t0
-            if ok:
-                out["latency"][endpoint].append(dt)
-            else:
-                out["errors"][why] += 1
-                out["error_latency"].append(dt)
+            _record(out, endpoint, ok, why, time.perf_counter() - t0)
 
 
 async def _run_clients(url: str, key: str, job_id: str, n: int, duration: float, timeout: float,
