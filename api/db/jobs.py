@@ -13,6 +13,7 @@ first, and the caller must not act as if it had.
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,9 +31,22 @@ def now() -> float:
     return time.time()
 
 
+_last_id = [0, 0]  # (milliseconds, random part) of the newest id this process made
+_id_lock = threading.Lock()
+
+
 def new_job_id() -> str:
-    """Time-ordered ids (`job_` + 12 hex of milliseconds + 12 random hex): newest sorts last."""
-    return f"job_{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
+    """Time-ordered ids (`job_` + 12 hex of milliseconds + 12 random hex): newest sorts last.
+
+    Monotonic within a process (as ULIDs are): a second id in the same millisecond takes the
+    previous random part plus one, so jobs submitted back to back still page in order.
+    """
+    with _id_lock:
+        ms, rand = int(time.time() * 1000), int.from_bytes(secrets.token_bytes(6), "big") >> 1
+        if ms <= _last_id[0]:
+            ms, rand = _last_id[0], _last_id[1] + 1
+        _last_id[:] = [ms, rand]
+    return f"job_{ms:012x}{rand:012x}"
 
 
 @dataclass(frozen=True)

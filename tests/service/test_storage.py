@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -224,3 +225,10 @@ def test_reads_do_not_wait_for_a_writer(db: Database) -> None:
         writer.join()
     with db.read() as s:
         assert s.get(Job, job_id).phase == "loading"
+
+
+def test_job_ids_made_back_to_back_sort_in_order() -> None:
+    """Paging is by id, newest first: ids made within one millisecond must still sort in creation order."""
+    ids = [jobs_db.new_job_id() for _ in range(2000)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(re.match(jobs_db.JOB_ID_PATTERN, i) for i in ids)
