@@ -112,10 +112,10 @@ def main() -> int:
                         help="skip rows of these methods already in the results file (their code did not change)")
     args = parser.parse_args()
 
-    done = {row_key(r) for r in (json.loads(args.out.read_text()) if args.out.exists() else [])}
     for cfg in configurations():
         if args.only and cfg["method"] not in args.only:
             continue
+        done = {row_key(r) for r in (json.loads(args.out.read_text()) if args.out.exists() else [])}  # re-read: another run may have added it
         if cfg["method"] in args.keep and row_key(cfg) in done:
             continue
         row = measure(cfg, args.max_tokens, args.samples)
