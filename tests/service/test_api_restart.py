@@ -95,6 +95,14 @@ def _finish_and_check(client: Client, env: dict[str, str], job_id: str, seen_bef
     return final
 
 
+def _submit_until_first_layer(client: Client, server: Server) -> tuple[str, int | None, int]:
+    """Submit through `server` and wait for the job's first layer: (job id, its process id, events seen so far)."""
+    client.url = server.url
+    job_id = client.submit()
+    wait_for(lambda: client.layer(job_id) >= 0, 60, "the first layer")
+    return job_id, _job_pid(client), len(client.events)
+
+
 def test_restart_with_workers_apart_from_the_api(db_url: str, tmp_path: Path) -> None:
     home = tmp_path / "home"
     fake_store_entry(home)
@@ -105,11 +113,7 @@ def test_restart_with_workers_apart_from_the_api(db_url: str, tmp_path: Path) ->
     first = Server(env, tmp_path / "serve1.log", "--no-workers")
     second = None
     try:
-        client.url = first.url
-        job_id = client.submit()
-        wait_for(lambda: client.layer(job_id) >= 0, 60, "the first layer")
-        pid = _job_pid(client)
-        seen = len(client.events)
+        job_id, pid, seen = _submit_until_first_layer(client, first)
         first.kill()  # SIGKILL: no shutdown hooks run
         assert pid is not None and pid_alive(pid), "the job process died with the API"
         second = Server(env, tmp_path / "serve2.log", "--no-workers")
@@ -132,11 +136,7 @@ def test_restart_of_the_embedded_api_recovers_the_job(sig: signal.Signals, tmp_p
     first = Server(env, tmp_path / "serve1.log")
     second = None
     try:
-        client.url = first.url
-        job_id = client.submit()
-        wait_for(lambda: client.layer(job_id) >= 0, 60, "the first layer")
-        pid = _job_pid(client)
-        seen = len(client.events)
+        job_id, pid, seen = _submit_until_first_layer(client, first)
         first.proc.send_signal(sig)
         first.proc.wait(30)
         wait_for(lambda: not pid_alive(pid), 10, "the job process to end with its API")
