@@ -46,7 +46,7 @@ def quality(args: argparse.Namespace) -> None:
     for name, quantize, act, kv in (("w4a4kv4", {"weights": W4, **A4KV4}, 4, 4), ("w4a16", {"weights": W4}, 16, 16)):
         if args.only and name not in args.only:
             continue
-        r = job({"steps": args.steps, "loss": "kl_top"}, quantize, 128, 16384, ["wiki", "news"])
+        r = job({"steps": args.steps, "loss": "kl_top", "lr_schedule": args.lr_schedule}, quantize, 128, 16384, ["wiki", "news"])
         ppl = r["report"]["perplexity"]["compressed"]
         row = {"method": "ostquant", "weights": 4, "activations": act, "kv": kv, "group": None,
                "wiki_ppl": round(ppl["wiki"], 4), "news_ppl": round(ppl["news"], 4),
@@ -58,6 +58,7 @@ def quality(args: argparse.Namespace) -> None:
 
 
 ABLATIONS = {
+    "untrained": {"steps": 0},  # random-Hadamard starts, unit scales: the Hadamard + GPTQ reference on this protocol
     "kl_top/both": {"loss": "kl_top"},
     "cross_entropy/both": {"loss": "cross_entropy"},
     "kl/both": {"loss": "kl"},
@@ -69,14 +70,14 @@ ABLATIONS = {
 def ablation(args: argparse.Namespace) -> None:
     path = RESULTS / "ostquant_ablation.json"
     table = json.loads(path.read_text()) if path.exists() else {"rows": {}}
-    table["protocol"] = (f"W4A4KV4 target; {args.steps} steps, batch 1 × 512 tokens from {args.samples} wiki calibration chunks; "
+    table["protocol"] = (f"W4A4KV4 target; {args.steps} steps ({args.lr_schedule} learning-rate schedule), batch 1 × 512 tokens from {args.samples} wiki calibration chunks; "
                          f"then GPTQ per-channel int4 with MSE clip on the same chunks; wiki perplexity over the first "
                          f"{args.max_tokens} test tokens (512-token windows)")
     table["command"] = "python bench/ostquant.py ablation " + " ".join(sys.argv[2:])
     for name, ost in ABLATIONS.items():
         if args.only and name not in args.only:
             continue
-        r = job({"steps": args.steps, **ost}, {"weights": W4, **A4KV4}, args.samples, args.max_tokens, ["wiki"])
+        r = job({"steps": args.steps, "lr_schedule": args.lr_schedule, **ost}, {"weights": W4, **A4KV4}, args.samples, args.max_tokens, ["wiki"])
         table["rows"][name] = {
             "wiki_ppl": round(r["report"]["perplexity"]["compressed"]["wiki"], 3),
             "calibration_seconds": round(r["ost_stage"]["seconds"], 1),
@@ -93,6 +94,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=4096)
+    parser.add_argument("--lr-schedule", choices=["linear", "constant"], default="linear")
     parser.add_argument("--only", nargs="*")
     args = parser.parse_args()
     (quality if args.what == "quality" else ablation)(args)

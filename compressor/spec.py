@@ -173,6 +173,7 @@ class OSTQuantConfig(StrictModel):
     batch_size: int = Field(1, ge=1, le=256, description="calibration chunks per step")
     rotation_lr: float = Field(0.02, gt=0.0, le=10.0, description="Cayley-Adam learning rate of the rotations")
     scale_lr: float = Field(0.005, gt=0.0, le=10.0, description="Adam learning rate of the log-scales")
+    lr_schedule: Literal["linear", "constant"] = Field("linear", description="'linear': both rates decay linearly to 0 over the steps (the paper's HF Trainer default); 'constant'")
     seed: int = Field(0, ge=0, description="seed of the random Hadamard starts")
     qsur_samples: int = Field(4, ge=0, le=256, description="calibration chunks used for the QSUR table (0 = skip)")
 

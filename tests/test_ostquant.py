@@ -117,7 +117,9 @@ def test_training_w4a4_lowers_kl_and_keeps_rotations_orthogonal():
     assert len(losses) == 40 and all(map(torch.isfinite, map(torch.tensor, losses)))
     assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5
     assert details["orthogonality_error"] < 1e-5
-    assert sum(e.kind == "step" for e in events) == 40
+    factors = [e.data["lr_factor"] for e in events if e.kind == "step"]
+    assert len(factors) == 40 and factors[0] == 1.0 and abs(factors[-1] - 1 / 40) < 1e-12  # linear decay to 0
+    assert all(a > b for a, b in zip(factors, factors[1:]))
     qsur = ctx.report_sections["qsur"]
     assert {r["kind"] for r in qsur} == {"qkv", "gate_up", "down"}
     assert all(set(r["values"]) == {"original", "smoothing", "rotation", "rotation_scaling"} for r in qsur)

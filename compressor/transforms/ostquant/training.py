@@ -62,6 +62,8 @@ def train_transforms(
         opts.append(CayleyAdam(params.rotations(), lr=cfg.rotation_lr))
     if params.scales():
         opts.append(torch.optim.Adam(params.scales(), lr=cfg.scale_lr))
+    decay = (lambda step: 1.0 - step / cfg.steps) if cfg.lr_schedule == "linear" else (lambda step: 1.0)
+    schedules = [torch.optim.lr_scheduler.LambdaLR(opt, decay) for opt in opts]
     for p in model.parameters():
         p.requires_grad_(False)
 
@@ -86,8 +88,11 @@ def train_transforms(
         loss.backward()
         for opt in opts:
             opt.step()
+        for schedule in schedules:
+            schedule.step()
         losses.append(loss.item())
+        lr_factor = decay(step)
         ctx.progress.emit("step", f"step {step + 1}/{cfg.steps} loss {losses[-1]:.4f}", fraction=(step + 1) / cfg.steps,
-                          data={"step": step + 1, "loss": losses[-1]})
+                          data={"step": step + 1, "loss": losses[-1], "lr_factor": lr_factor})
         ctx.progress.check_cancel()
     return losses
