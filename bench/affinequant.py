@@ -2,7 +2,8 @@
 
 Rows go into bench/results/quality.json (merged by configuration key, see bench/quality.py):
 `affinequant` (gradual mask), `diagonal` (mask held at the diagonal), `affinequant-kl_top`
-(KL-Top objective instead of block MSE), and the `fp` / `rtn` references, each for W4A16 and
+(KL-Top objective instead of block MSE), `affinequant-dense` (dense norm->q/k/v and norm->gate/up
+matrices as in the paper's weight-only scripts; not servable by stock engines), and the `fp` / `rtn` references, each for W4A16 and
 W4A4 (per-channel symmetric int4 weights; per-token asymmetric int4 activations; KV cache in
 full precision). Evaluation is the quality bench's protocol (wiki and news, 16,384 tokens in
 512-token windows) unless --max-tokens shortens it; then the fp / rtn references are stored as
@@ -32,8 +33,8 @@ from quality import RESULTS, merge_rows
 
 WEIGHTS = {"bits": 4, "symmetric": True, "strategy": "channel", "method": "rtn"}
 ACTIVATIONS = {"bits": 4, "symmetric": False}
-METHODS = ("fp", "rtn", "diagonal", "affinequant", "affinequant-kl_top")
-TRAINED = ("diagonal", "affinequant", "affinequant-kl_top")
+METHODS = ("fp", "rtn", "diagonal", "affinequant", "affinequant-kl_top", "affinequant-dense")
+TRAINED = ("diagonal", "affinequant", "affinequant-kl_top", "affinequant-dense")
 FULL_EVAL_TOKENS = 16384
 
 
@@ -50,6 +51,8 @@ def stages(method: str, a_bits: int, args: argparse.Namespace) -> list[dict[str,
         "stability_factor": 0.1 if w4a4 else 0.01, "alpha": 0.75 if w4a4 else 0.5,
         "transform_lr": args.transform_lr or (1e-3 if w4a4 else 5e-3), "clip_lr": args.clip_lr,
     }
+    if method == "affinequant-dense":  # the paper's weight-only form: dense norm matrices, inverse applied at run time
+        cfg.update(ln_matrix="dense")
     if method == "affinequant-kl_top":
         cfg.update(loss="kl_top", kl_top_k=1000, kl_top_positions=args.kl_top_positions)
     return [{"affinequant": cfg}]
