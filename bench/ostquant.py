@@ -69,22 +69,28 @@ ABLATIONS = {
 
 def ablation(args: argparse.Namespace) -> None:
     path = RESULTS / "ostquant_ablation.json"
-    table = json.loads(path.read_text()) if path.exists() else {"rows": {}}
-    table["protocol"] = (f"W4A4KV4 target; {args.steps} steps ({args.lr_schedule} learning-rate schedule), batch 1 × 512 tokens from {args.samples} wiki calibration chunks; "
+    protocol = (f"W4A4KV4 target; {args.steps} steps ({args.lr_schedule} learning-rate schedule), batch 1 × 512 tokens from {args.samples} wiki calibration chunks; "
                          f"then GPTQ per-channel int4 with MSE clip on the same chunks; wiki perplexity over the first "
                          f"{args.max_tokens} test tokens (512-token windows)")
-    table["command"] = "python bench/ostquant.py ablation " + " ".join(sys.argv[2:])
+    command = "python bench/ostquant.py ablation " + " ".join(sys.argv[2:])
     for name, ost in ABLATIONS.items():
         if args.only and name not in args.only:
             continue
-        r = job({"steps": args.steps, "lr_schedule": args.lr_schedule, **ost}, {"weights": W4, **A4KV4}, args.samples, args.max_tokens, ["wiki"])
-        table["rows"][name] = {
+        rates = {"rotation_lr": args.rotation_lr} if args.rotation_lr else {}
+        r = job({"steps": args.steps, "lr_schedule": args.lr_schedule, **rates, **ost}, {"weights": W4, **A4KV4}, args.samples, args.max_tokens, ["wiki"])
+        name += f" rotation_lr={args.rotation_lr}" if args.rotation_lr else ""
+        row = {
             "wiki_ppl": round(r["report"]["perplexity"]["compressed"]["wiki"], 3),
             "calibration_seconds": round(r["ost_stage"]["seconds"], 1),
             "calibration_peak_rss_mb": round(r["ost_stage"]["peak_rss_mb"]),
             "first_loss": r["ost_stage"]["details"]["first_loss"], "last_loss": r["ost_stage"]["details"]["last_loss"],
+            "command": command,
         }
-        print(name, json.dumps(table["rows"][name]), flush=True)
+        print(name, json.dumps(row), flush=True)
+        # re-read before writing: rows may be measured by several processes side by side
+        table = json.loads(path.read_text()) if path.exists() else {"rows": {}}
+        table["protocol"] = protocol
+        table["rows"][name] = row
         path.write_text(json.dumps(table, indent=2) + "\n")
 
 
@@ -94,6 +100,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=4096)
+    parser.add_argument("--rotation-lr", type=float, help="ablation: override the rotations' learning rate (row names get a suffix)")
     parser.add_argument("--lr-schedule", choices=["linear", "constant"], default="linear")
     parser.add_argument("--only", nargs="*")
     args = parser.parse_args()
