@@ -86,12 +86,12 @@ def train_transforms(
         for opt in opts:
             opt.zero_grad(set_to_none=True)
         loss.backward()
+        lr_factor = opts[0].param_groups[0]["lr"] / opts[0].defaults["lr"] if opts else 0.0  # the rate this step uses
         for opt in opts:
             opt.step()
         for schedule in schedules:
             schedule.step()
         losses.append(loss.item())
-        lr_factor = decay(step)
         ctx.progress.emit("step", f"step {step + 1}/{cfg.steps} loss {losses[-1]:.4f}", fraction=(step + 1) / cfg.steps,
                           data={"step": step + 1, "loss": losses[-1], "lr_factor": lr_factor})
         ctx.progress.check_cancel()
