@@ -15,21 +15,20 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
-import compressor.stages  # noqa: F401  (registers every stage handler)
 from compressor.context import CompressionContext
 from compressor.data import eval_windows, load_text
 from compressor.eval.perplexity import score_windows
+from compressor.eval.resources import CostMeter
 from compressor.models.adapter import adapter_for
 from compressor.models.store import ModelStore
 from compressor.paths import compressor_home
+from compressor.pipeline import run_stages, seed_everything
 from compressor.progress import Progress
 from compressor.quant.compressed_linear import CompressedLinear
-from compressor.registry import stage_handler
 from compressor.spec import Recipe
 
 RESULTS = Path(__file__).resolve().parent / "results"
+LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # which quantizers each row keeps on; linear inputs are matched by the module path's suffix
 ROWS: dict[str, tuple[tuple[str, ...], bool]] = {
     "none": ((), False),
@@ -38,7 +37,7 @@ ROWS: dict[str, tuple[tuple[str, ...], bool]] = {
     "a4 o_proj input": (("o_proj",), False),
     "a4 gate/up inputs": (("gate_proj", "up_proj"), False),
     "a4 down_proj input": (("down_proj",), False),
-    "all (a4 + kv4)": (("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"), True),
+    "all (a4 + kv4)": (LINEARS, True),
 }
 
 
@@ -46,7 +45,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-tokens", type=int, default=4096)
     args = parser.parse_args()
-    torch.manual_seed(0)
     home = compressor_home()
     model, tokenizer = ModelStore(home).load("smollm2-135m")
     recipe = Recipe.model_validate({
@@ -54,9 +52,9 @@ def main() -> int:
                    {"quantize": {"weights": None, "activations": {"bits": 4, "symmetric": False}, "kv_cache": {"bits": 4, "symmetric": False}}}],
         "calibration": {"dataset": "wiki", "samples": 4, "seqlen": 512},
     })
+    seed_everything(recipe.seed)
     ctx = CompressionContext(model, tokenizer, adapter_for(model), recipe, Progress(), data_dir=home / "data")
-    for cfg in recipe.stage_configs():
-        stage_handler(cfg)[1](ctx, cfg)
+    run_stages(ctx, CostMeter())
     activations = recipe.stage_configs()[1].activations
     kv_cache = recipe.stage_configs()[1].kv_cache
     windows = eval_windows(tokenizer, load_text("wiki", "eval"), args.max_tokens, 512)

@@ -95,6 +95,23 @@ def evaluate(ctx: CompressionContext, reference: torch.nn.Module | None, meter: 
     return ppl, kl, tokens
 
 
+def run_stages(ctx: CompressionContext, meter: CostMeter) -> list[dict[str, Any]]:
+    """Apply the recipe's stages to `ctx.model` in order; one report entry (details, cost) per stage."""
+    prog, stages = ctx.progress, ctx.recipe.stage_configs()
+    stage_reports = []
+    for index, cfg in enumerate(stages):
+        name, handler = stage_handler(cfg)
+        ctx.stage_index = index
+        prog.stage = name
+        prog.emit("stage_start", f"stage {index + 1}/{len(stages)}: {name}")
+        with meter.measure(f"{index}:{name}") as cost:
+            details = handler(ctx, cfg)
+        stage_reports.append({"name": name, "details": details, "cost": cost})
+        prog.emit("stage_end", f"{name} done in {cost.seconds:.1f} s")
+        prog.check_cancel()
+    return stage_reports
+
+
 def run(
     spec: JobSpec,
     out_dir: Path,
@@ -124,17 +141,7 @@ def run(
     ctx = CompressionContext(model, tokenizer, adapter, recipe, prog, data_dir=home / "data")
     _check_group_sizes(ctx)
 
-    stage_reports = []
-    for index, cfg in enumerate(recipe.stage_configs()):
-        name, handler = stage_handler(cfg)
-        ctx.stage_index = index
-        prog.stage = name
-        prog.emit("stage_start", f"stage {index + 1}/{len(recipe.stages)}: {name}")
-        with meter.measure(f"{index}:{name}") as cost:
-            details = handler(ctx, cfg)
-        stage_reports.append({"name": name, "details": details, "cost": cost})
-        prog.emit("stage_end", f"{name} done in {cost.seconds:.1f} s")
-        prog.check_cancel()
+    stage_reports = run_stages(ctx, meter)
 
     artifacts: list[Path] = []
     checkpoint_bytes = None
