@@ -18,6 +18,16 @@ REPO = Path(__file__).resolve().parent.parent
 TEST_HOME = Path(os.environ.get("COMPRESSOR_TEST_HOME", REPO / ".cache" / "test-home"))
 
 
+@pytest.fixture(params=["on", "off"])
+def readback(request, monkeypatch) -> bool:
+    """Runs a test with the CPU int4 layout read back (`on`: one int4 copy) and forced off (`off`:
+    the fallback a CPU whose layout is unknown gets: both copies kept)."""
+    from triton_kernels import cpu_int4
+
+    monkeypatch.setenv(cpu_int4.READBACK_ENV, request.param)
+    return request.param == "on"
+
+
 @pytest.fixture(scope="session")
 def model_store() -> Path:
     """COMPRESSOR_HOME with smollm2-135m imported; also exported to the environment for subprocesses."""

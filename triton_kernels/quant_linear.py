@@ -14,7 +14,9 @@ torch computes ``(u - 8) * s + zf`` with ``u = q + 8`` unsigned, which equals ou
 in {32, 64, 128, 256}; other shapes are padded (N with zero rows, K with zero columns and
 zero activations) and other groups re-expressed by repeating scales, which is exact (see
 ``cpu_int4``). For CPU inference `drop_pack_quantized` then keeps only that layout: the layer
-reads its codes back from it when anything else needs them.
+reads its codes back from it when anything else needs them. Where this process's torch lays
+the nibbles out in a way `cpu_int4.layout()` cannot read, the layer keeps both copies: same
+outputs, more bytes.
 """
 
 from __future__ import annotations
@@ -274,7 +276,11 @@ class QuantLinear(nn.Module):
         """Float32 [T, K] weight rows (output channels) `rows`, as the CPU op computes them."""
         if self.bits == 4 and (self.cpu_only or rows.device.type == "cpu") and cpu_int4.layout_is_known():
             return cpu_int4.dequantize_rows(self._native_int4_weights(), rows, self.in_features)
-        return self.dequantized_weight()[rows]
+        if self.bits == 4:  # from the pack-quantized words: only the rows asked for
+            zero = None if self.weight_zero_point is None else self.weight_zero_point[rows]
+            return w4a16.dequantize_int4(self.weight_packed[rows], self.weight_scale[rows], zero,
+                                         self.group_size, self.in_features)
+        return self.weight[rows].to(torch.float32) * self.weight_scale[rows].to(torch.float32)[:, None]
 
     def extra_repr(self) -> str:
         group = "per-channel" if self.group_size is None else f"group={self.group_size}"

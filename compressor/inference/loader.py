@@ -62,7 +62,7 @@ class ArtifactInfo:
     online_rotations: list[str] = field(default_factory=list)
     fused_groups: int = 0
     cpu_layout_only: int = 0  # int4 layers holding only the CPU op's layout
-    embedding_from_head: bool = False  # embed_tokens reads its rows from the int4 lm_head
+    embedding_from_head: bool = False  # embed_tokens reads its rows from the quantized lm_head
     runtime_output_matrices: list[str] = field(default_factory=list)
 
 
@@ -272,7 +272,7 @@ def load(
     `dtype`. With `fuse`, q/k/v and gate/up int4 projections become one matmul each (exact).
     With `compact` (default: on a CPU device with the auto/native backend) int4 layers keep only
     the CPU op's layout (`QuantLinear.drop_pack_quantized`). An embedding stored as the
-    dequantized int4 lm_head (`compressor.export.head_quant`) is read from the head's codes.
+    dequantized int8 or int4 lm_head (`compressor.export.head_quant`) is read from the head's codes.
     Raises `UnsupportedArtifactError` for artifacts it cannot run faithfully.
     """
     from transformers import AutoConfig, AutoModelForCausalLM

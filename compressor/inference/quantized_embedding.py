@@ -1,10 +1,10 @@
-"""An input embedding that reads its rows from the int4 lm_head it is tied to.
+"""An input embedding that reads its rows from the int4 or int8 lm_head it is tied to.
 
 Why: in a small model the vocabulary table is a large share of all weight bytes (SmolLM2-135M:
 49152×576, a fifth of the parameters). When the artifact's embedding equals the dequantized
 int4 head (what `compressor.export.head_quant` writes), keeping a second, bf16 copy of the same
-numbers for the lookup would cost four times the head's bytes; gathering a few rows per step
-from the head's CPU int4 layout costs next to nothing.
+numbers for the lookup would cost two (int8) to four (int4) times the head's bytes; gathering
+a few rows per step from the head's codes costs next to nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ CHECK_ROWS = 4096  # rows dequantized at a time when comparing with a stored tab
 
 
 class HeadTiedEmbedding(nn.Module):
-    """`embed_tokens` whose rows are the int4 `head`'s dequantized rows, rounded through bf16 as stored.
+    """`embed_tokens` whose rows are the quantized `head`'s dequantized rows, rounded through bf16 as stored.
 
     The head is held without registering it as a submodule, so it appears (and is counted)
     once, as lm_head.
@@ -36,12 +36,12 @@ class HeadTiedEmbedding(nn.Module):
         return rows.to(torch.bfloat16).to(self.dtype).reshape(*ids.shape, self.embedding_dim)
 
     def extra_repr(self) -> str:
-        return f"{self.num_embeddings}, {self.embedding_dim}, rows read from the int4 lm_head"
+        return f"{self.num_embeddings}, {self.embedding_dim}, rows read from the int{self.head.bits} lm_head"
 
 
 def head_matches_table(head: QuantLinear, table: torch.Tensor) -> bool:
     """Whether the stored embedding table is the head's dequantized weight (bf16-rounded)."""
-    if not (isinstance(head, QuantLinear) and head.bits == 4 and table.shape == (head.out_features, head.in_features)):
+    if not (isinstance(head, QuantLinear) and table.shape == (head.out_features, head.in_features)):
         return False
     for start in range(0, table.shape[0], CHECK_ROWS):
         rows = torch.arange(start, min(start + CHECK_ROWS, table.shape[0]))
