@@ -27,7 +27,7 @@ from compressor.export.compressed_tensors_format import (
     group_size_problems,
     quantized_bits_per_weight,
 )
-from compressor.export.manifest import library_versions
+from compressor.export.format import library_versions
 from compressor.models.adapter import adapter_for
 from compressor.models.store import ModelStore
 from compressor.paths import compressor_home

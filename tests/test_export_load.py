@@ -15,10 +15,10 @@ from safetensors import safe_open
 
 from compressor.context import CompressionContext
 from compressor.export.compressed_tensors_format import export_compressed_tensors
-from compressor.export.manifest import MANIFEST, sha256_file
+from compressor.export.format import MANIFEST, sha256_file
 from compressor.inference import UnsupportedArtifactError, load, weight_bytes
 from compressor.inference.fused_projections import ProjectionSlice
-from compressor.inference.loader import DequantizedLinear, InputRotation
+from compressor.inference.modules import DequantizedLinear, InputRotation
 from compressor.models.adapter import adapter_for, tiny_llama
 from compressor.progress import Progress
 from compressor.quant.stage import run_quantize

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from compressor.export.manifest import sha256_file
+from compressor.export.format import sha256_file
 from compressor.models.store import UnknownModelError
 from compressor.pipeline import run
 from compressor.progress import JobCancelled

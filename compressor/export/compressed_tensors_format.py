@@ -20,7 +20,19 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from compressor.export.manifest import library_versions, write_manifest
+from compressor.export.format import (
+    CONFIG_FILE,
+    WEIGHT,
+    WEIGHT_PACKED,
+    WEIGHT_SCALE,
+    WEIGHT_SHAPE,
+    WEIGHT_ZERO_POINT,
+    WEIGHTS_FILE,
+    RuntimeRequirement,
+    library_versions,
+    module_name,
+    write_manifest,
+)
 from compressor.export.online_rotations import write_online_rotations
 from compressor.quant.compressed_linear import CompressedLinear
 from compressor.quant.quantizer import QuantizedWeight
@@ -29,11 +41,6 @@ from compressor.spec import ActivationQuantConfig, KVCacheQuantConfig
 from compressor.transforms.fusion import runtime_transform_reasons
 
 EXPORT_DTYPE = torch.bfloat16
-
-# Codes in the manifest's `runtime_requirements` (machine-readable twins of not_servable_reasons).
-REQUIRES_ONLINE_INPUT_ROTATION = "online_input_rotation"
-REQUIRES_QK_ROTATION = "qk_rotation_after_rope"
-REQUIRES_SUB8BIT_ACTIVATIONS = "activations_below_8_bits"
 
 
 def _embeddings_tied(model: nn.Module) -> bool:
@@ -109,7 +116,7 @@ def export_compressed_tensors(
 
     fmt = "pack-quantized" if schemes and weight_only_int4 else "int-quantized"
     tied = _embeddings_tied(model)
-    head_key = f"{_module_name(model, model.get_output_embeddings())}.weight" if tied else None
+    head_key = f"{module_name(model, model.get_output_embeddings())}.weight" if tied else None
     for name, tensor in model.state_dict().items():
         if name == head_key:
             continue
@@ -121,7 +128,7 @@ def export_compressed_tensors(
                 continue
             name = f"{parent}.{name.rsplit('.', 1)[1]}"
         state[name] = tensor.detach().to(EXPORT_DTYPE).contiguous()
-    save_file(dict(sorted(state.items())), str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    save_file(dict(sorted(state.items())), str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})
     online_transforms = write_online_rotations(online_rotations, out_dir)
 
     config = model.config.to_dict()
@@ -138,24 +145,24 @@ def export_compressed_tensors(
             "ignore": ["lm_head"],
             "kv_cache_scheme": _activation_args(kv_cache, "attn_head") if kv_cache else None,
         }
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     tokenizer.save_pretrained(out_dir)
 
     activation_bits = {s.get("input_activations", {}).get("num_bits") for s in schemes.values()} - {None}
     not_servable, requirements = [], []
     if online_rotations:
         not_servable.append(f"online Hadamard rotations on {len(online_rotations)} linears are not in the stock graph")
-        requirements.append(REQUIRES_ONLINE_INPUT_ROTATION)
+        requirements.append(RuntimeRequirement.ONLINE_INPUT_ROTATION.value)
     if any(getattr(m, "qk_rotation", None) is not None for m in model.modules()):
         not_servable.append("Q/K rotation after RoPE is not in the stock graph")
-        requirements.append(REQUIRES_QK_ROTATION)
+        requirements.append(RuntimeRequirement.QK_ROTATION_AFTER_ROPE.value)
     if activation_bits and min(activation_bits) < 8:
         not_servable.append("int activations below 8 bits have no serving kernels (research artifact)")
-        requirements.append(REQUIRES_SUB8BIT_ACTIVATIONS)
+        requirements.append(RuntimeRequirement.ACTIVATIONS_BELOW_8_BITS.value)
     runtime = runtime_transform_reasons(model)  # e.g. AffineQuant's dense norm matrices
     if runtime:
         not_servable.extend(runtime)
-        requirements.append("runtime_output_matrix")
+        requirements.append(RuntimeRequirement.RUNTIME_OUTPUT_MATRIX.value)
     activation_reasons, activation_requirements = activation_export_notes(model)  # ProSparse FATReLU gate
     not_servable.extend(activation_reasons)
     requirements.extend(activation_requirements)
@@ -172,24 +179,20 @@ def export_compressed_tensors(
     return sorted(p for p in out_dir.iterdir() if p.is_file())
 
 
-def _module_name(model: nn.Module, module: nn.Module) -> str:
-    return next(name for name, m in model.named_modules() if m is module)
-
-
 def _quantized_tensors(name: str, q: QuantizedWeight, fmt: str) -> dict[str, torch.Tensor]:
     from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 
     codes, zero = _signed(q.codes, q.zero, q)
-    out = {f"{name}.weight_scale": q.scale.to(EXPORT_DTYPE).contiguous()}
+    out = {f"{name}.{WEIGHT_SCALE}": q.scale.to(EXPORT_DTYPE).contiguous()}
     if fmt == "pack-quantized":
-        out[f"{name}.weight_packed"] = pack_to_int32(codes, q.bits).contiguous()
-        out[f"{name}.weight_shape"] = torch.tensor(list(q.codes.shape), dtype=torch.int64)
+        out[f"{name}.{WEIGHT_PACKED}"] = pack_to_int32(codes, q.bits).contiguous()
+        out[f"{name}.{WEIGHT_SHAPE}"] = torch.tensor(list(q.codes.shape), dtype=torch.int64)
         if not q.symmetric:
-            out[f"{name}.weight_zero_point"] = pack_to_int32(zero, q.bits, packed_dim=0).contiguous()
+            out[f"{name}.{WEIGHT_ZERO_POINT}"] = pack_to_int32(zero, q.bits, packed_dim=0).contiguous()
     else:
-        out[f"{name}.weight"] = codes.contiguous()
+        out[f"{name}.{WEIGHT}"] = codes.contiguous()
         if not q.symmetric:
-            out[f"{name}.weight_zero_point"] = zero.contiguous()
+            out[f"{name}.{WEIGHT_ZERO_POINT}"] = zero.contiguous()
     return out
 
 

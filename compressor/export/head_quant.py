@@ -36,11 +36,20 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from compressor.export.manifest import MANIFEST, write_manifest
+from compressor.export.format import (
+    CONFIG_FILE,
+    MANIFEST,
+    WEIGHT,
+    WEIGHT_PACKED,
+    WEIGHT_SCALE,
+    WEIGHT_SHAPE,
+    WEIGHTS_FILE,
+    read_manifest,
+    write_manifest,
+)
 from compressor.quant.quantizer import quantize_weight_rtn
 from compressor.spec import WeightQuantConfig
 
-WEIGHTS_FILE = "model.safetensors"
 EMBEDDING_KEY = "model.embed_tokens.weight"
 HEAD = "lm_head"
 STORED_DTYPE = torch.bfloat16
@@ -74,9 +83,9 @@ def quantize_head_tensors(
     scales = q.scale.to(STORED_DTYPE).reshape(table.shape[0], -1)  # dequantize with the scales as stored
     dequantized = codes.to(torch.float32) * scales.to(torch.float32).repeat_interleave(q.group_size, dim=1)
     tensors = {
-        f"{HEAD}.weight_packed": pack_to_int32(codes, cfg.bits).contiguous(),
-        f"{HEAD}.weight_scale": scales.contiguous(),
-        f"{HEAD}.weight_shape": torch.tensor(list(table.shape), dtype=torch.int64),
+        f"{HEAD}.{WEIGHT_PACKED}": pack_to_int32(codes, cfg.bits).contiguous(),
+        f"{HEAD}.{WEIGHT_SCALE}": scales.contiguous(),
+        f"{HEAD}.{WEIGHT_SHAPE}": torch.tensor(list(table.shape), dtype=torch.int64),
     }
     return tensors, dequantized.to(STORED_DTYPE).contiguous()
 
@@ -96,16 +105,16 @@ def quantize_lm_head(src: Path, dst: Path, group_size: int = 32, clip_search: bo
     """
     cfg = head_weight_config(bits, group_size, clip_search)
     src, dst = Path(src), Path(dst)
-    config = json.loads((src / "config.json").read_text())
+    config = json.loads((src / CONFIG_FILE).read_text())
     qcfg = config.get("quantization_config") or {}
     if qcfg.get("format") != "pack-quantized":
         raise ValueError(f"{src}: lm_head quantization needs a pack-quantized artifact, got {qcfg.get('format')!r}")
-    manifest = json.loads((src / MANIFEST).read_text())
+    manifest = read_manifest(src)
     with safe_open(str(src / WEIGHTS_FILE), framework="pt") as f:
         state = {key: f.get_tensor(key) for key in f.keys()}
-    if any(key.startswith(f"{HEAD}.weight_") for key in state):
+    if any(key.startswith(f"{HEAD}.{WEIGHT}_") for key in state):
         raise ValueError(f"{src}: lm_head is already quantized")
-    head = state.pop(f"{HEAD}.weight", None)
+    head = state.pop(f"{HEAD}.{WEIGHT}", None)
     if head is None and not config.get("tie_word_embeddings", False):
         raise ValueError(f"{src}: neither lm_head.weight nor a tied embedding")
     if head is not None and not torch.equal(head, state[EMBEDDING_KEY]):
@@ -118,14 +127,14 @@ def quantize_lm_head(src: Path, dst: Path, group_size: int = 32, clip_search: bo
 
     dst.mkdir(parents=True, exist_ok=True)
     for path in src.iterdir():
-        if path.is_file() and path.name not in (WEIGHTS_FILE, "config.json", MANIFEST):
+        if path.is_file() and path.name not in (WEIGHTS_FILE, CONFIG_FILE, MANIFEST):
             shutil.copy2(path, dst / path.name)
     save_file(dict(sorted(state.items())), str(dst / WEIGHTS_FILE), metadata={"format": "pt"})
     groups = qcfg["config_groups"]
     groups[f"group_{len(groups)}"] = head_scheme(cfg)
     qcfg["ignore"] = [name for name in qcfg.get("ignore") or [] if name != HEAD]
     config["tie_word_embeddings"] = False
-    (dst / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (dst / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     manifest.pop("files", None)
     manifest["lm_head_quantization"] = {

@@ -16,9 +16,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from compressor.export.format import RuntimeRequirement
+
 CONFIG_FIELD = "fatrelu_threshold"
 RELU_ACT = "relu"
-REQUIRES_FATRELU = "fatrelu_activation"
 
 
 class FATReLU(nn.Module):
@@ -77,4 +78,4 @@ def export_notes(model: nn.Module) -> tuple[list[str], list[str]]:
         return [], []
     reason = (f"ReLU-gated FFN with FATReLU threshold {threshold} (config field {CONFIG_FIELD}): compressor.load runs it; "
               "stock transformers runs plain ReLU (threshold ignored); vLLM's Llama supports only SiLU")
-    return [reason], [REQUIRES_FATRELU]
+    return [reason], [RuntimeRequirement.FATRELU_ACTIVATION.value]

@@ -13,6 +13,8 @@ from torch import nn
 
 from compressor.models.adapter import LlamaFamilyAdapter
 from compressor.quant.compressed_linear import compressed, plain_linear
+from compressor.export.format import RuntimeRequirement
+
 
 
 def _set(param: torch.Tensor, value: torch.Tensor) -> None:
@@ -192,10 +194,12 @@ def fuse_input_transform(linears: list[nn.Module], a: torch.Tensor) -> None:
 # it among the reasons an artifact is not servable by stock engines.
 
 RUNTIME_TRANSFORM_ATTR = "runtime_transform"
+# The buffer is persistent: its state-dict key `<module>.runtime_output_matrix` is part of the artifact format.
+RUNTIME_OUTPUT_MATRIX = RuntimeRequirement.RUNTIME_OUTPUT_MATRIX.value
 
 
 def _apply_runtime_output_matrix(module: nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor:
-    m = module.runtime_output_matrix
+    m = getattr(module, RUNTIME_OUTPUT_MATRIX)
     return (output.to(m.dtype) @ m).to(output.dtype)
 
 
@@ -203,7 +207,7 @@ def attach_runtime_output_matrix(module: nn.Module, matrix: torch.Tensor, reason
     """Multiply `module`'s output by `matrix` at run time (a persistent buffer, so artifacts keep it)."""
     if getattr(module, RUNTIME_TRANSFORM_ATTR, None) is not None:
         raise ValueError(f"{type(module).__name__} already carries a run-time transform")
-    module.register_buffer("runtime_output_matrix", matrix.to(torch.float32).contiguous())
+    module.register_buffer(RUNTIME_OUTPUT_MATRIX, matrix.to(torch.float32).contiguous())
     setattr(module, RUNTIME_TRANSFORM_ATTR, reason)
     module.register_forward_hook(_apply_runtime_output_matrix)
 

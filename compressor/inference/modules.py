@@ -1,0 +1,47 @@
+"""Inference modules `load` puts where a stock graph has none: an online input rotation and a dense fallback."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from compressor.quant.quantizer import fake_quantize_per_token
+
+
+class InputRotation(nn.Module):
+    """`inner(x @ R)`: the online rotation the exporter stored for this linear (R shared between layers)."""
+
+    def __init__(self, rotation: torch.Tensor, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("rotation", rotation, persistent=False)
+
+    @property
+    def in_features(self) -> int:
+        return self.rotation.shape[0]
+
+    @property
+    def out_features(self) -> int:
+        return self.inner.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner((x.to(self.rotation.dtype) @ self.rotation).to(x.dtype))
+
+
+class DequantizedLinear(nn.Module):
+    """Exact but dense: the dequantized weight, with dynamic per-token fake quantization of the input if any."""
+
+    def __init__(self, weight: torch.Tensor, input_bits: int | None = None, input_symmetric: bool = True):
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.input_bits, self.input_symmetric = input_bits, input_symmetric
+        self.out_features, self.in_features = weight.shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_bits is not None:
+            x = fake_quantize_per_token(x, self.input_bits, self.input_symmetric)
+        return nn.functional.linear(x, self.weight.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        act = f", act=int{self.input_bits}" if self.input_bits else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}{act}"
