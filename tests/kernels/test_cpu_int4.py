@@ -105,7 +105,7 @@ def test_readback_switch() -> None:
         assert cpu_int4.layout() is None and not cpu_int4.layout_is_known()
     finally:
         del os.environ[cpu_int4.READBACK_ENV]
-    assert cpu_int4.layout() is not None  # this machine's torch: the same op as the capability test above
+    assert cpu_int4.layout() is cpu_int4._probed_layout()  # switched back on: the probed layout (or None) again
 
 
 # --------------------------------------------------------------------------- QuantLinear on both paths
