@@ -90,7 +90,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_recipes(_args: argparse.Namespace) -> int:
     for name, recipe in ready_made_recipes().items():
-        stages = ", ".join(next(iter(s.model_fields_set or type(s).model_fields)) for s in recipe.stages)
+        stages = ", ".join(cfg.stage for cfg in recipe.stage_configs())
         print(f"{name:28s} {stages}")
     return 0
 

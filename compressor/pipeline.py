@@ -33,7 +33,7 @@ from compressor.models.store import ModelStore
 from compressor.paths import compressor_home
 from compressor.progress import CancelCheck, Progress, ProgressHook
 from compressor.registry import stage_handler
-from compressor.spec import JobSpec, QuantizeConfig
+from compressor.spec import AffineQuantConfig, JobSpec, QuantizeConfig
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -52,17 +52,21 @@ def seed_everything(seed: int) -> None:
 
 
 def _check_group_sizes(ctx: CompressionContext) -> None:
-    """Refuse an export the format cannot hold before any long computation starts."""
+    """Refuse an export the format cannot hold before any long computation starts.
+
+    The one recipe rule that needs the model (its linear widths), so it runs after loading, not in `Recipe`.
+    """
     if ctx.recipe.export.format != "compressed-tensors":
         return
     names = ctx.adapter.linear_names(ctx.model)
-    for cfg in ctx.recipe.stage_configs():
-        if isinstance(cfg, QuantizeConfig) and cfg.weights is not None and cfg.weights.strategy == "group":
-            problems = group_size_problems(ctx.model, cfg.weights.group_size, names)
+    for index, cfg in enumerate(ctx.recipe.stage_configs()):
+        weights = cfg.weights if isinstance(cfg, (QuantizeConfig, AffineQuantConfig)) else None
+        if weights is not None and weights.strategy == "group":
+            problems = group_size_problems(ctx.model, weights.group_size, names)
             if problems:
                 shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
                 raise ValueError(
-                    f"recipe.stages.quantize.weights.group_size {cfg.weights.group_size} does not divide the input "
+                    f"recipe.stages[{index}].{cfg.stage}.weights.group_size {weights.group_size} does not divide the input "
                     f"width of {len(problems)} linears, which compressed-tensors cannot store: {shown}. "
                     f"Choose a group size that divides them, or set export.format: none for a fake-quant evaluation."
                 )

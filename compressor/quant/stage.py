@@ -68,7 +68,7 @@ def clear_dynamic_quantizers(ctx: CompressionContext) -> None:
             module.kv_quant = None
 
 
-@register_stage(QuantizeConfig, "quantize")
+@register_stage(QuantizeConfig)
 def run_quantize(ctx: CompressionContext, cfg: QuantizeConfig) -> dict[str, Any]:
     clear_dynamic_quantizers(ctx)
     if cfg.weights is not None:

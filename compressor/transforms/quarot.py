@@ -46,7 +46,7 @@ def apply_hadamard_rotations(model: nn.Module, adapter: LlamaFamilyAdapter, cfg:
         use_compressed_attention(model)
 
 
-@register_stage(HadamardConfig, "hadamard")
+@register_stage(HadamardConfig)
 def run_hadamard(ctx: CompressionContext, cfg: HadamardConfig) -> dict[str, Any]:
     qk = cfg.online_qk == "on" or (cfg.online_qk == "auto" and ctx.kv_cache_quantized())
     apply_hadamard_rotations(ctx.model, ctx.adapter, cfg, qk_rotation=qk)

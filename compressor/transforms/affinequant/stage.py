@@ -15,7 +15,7 @@ from compressor.spec import AffineQuantConfig
 from compressor.transforms.affinequant.reconstruction import affinequant_quantize
 
 
-@register_stage(AffineQuantConfig, "affinequant")
+@register_stage(AffineQuantConfig)
 def run_affinequant(ctx: CompressionContext, cfg: AffineQuantConfig) -> dict[str, Any]:
     log = affinequant_quantize(ctx.model, ctx.adapter, ctx.calibration_tokens(), cfg, ctx.progress)
     ctx.layer_errors.extend(log.pop("weight_errors"))

@@ -71,12 +71,12 @@ def qsur_table(ctx: CompressionContext, params: OSTParameters, moments: dict, do
     return rows
 
 
-@register_stage(OSTQuantConfig, "ostquant")
+@register_stage(OSTQuantConfig)
 def run_ostquant(ctx: CompressionContext, cfg: OSTQuantConfig) -> dict[str, Any]:
     model, adapter = ctx.model, ctx.adapter
     target = ctx.next_quantize_config()
-    if target is None:
-        raise ValueError("recipe.stages: ostquant must be followed by a quantize stage (it trains for that target)")
+    if target is None:  # `Recipe` refuses such a recipe (spec/order.py); a hand-built context may not
+        raise ValueError(f"recipe.stages[{ctx.stage_index}].ostquant: needs a later quantize stage (it trains for that target)")
     fold_norms_into_linears(model, adapter)
     moments = capture_input_moments(ctx, cfg.qsur_samples) if cfg.qsur_samples else {}
 
