@@ -129,10 +129,9 @@ def run(
     if recipe.export.format == "compressed-tensors":
         prog.stage = "export"
         prog.emit("stage_start", "writing compressed-tensors checkpoint")
-        kv = next((c.kv_cache for c in recipe.stage_configs() if isinstance(c, QuantizeConfig) and c.kv_cache), None)
         with meter.measure("export"):
             manifest_info = job_info(spec.model, recipe).model_dump(mode="json")
-            artifacts = export_compressed_tensors(model, tokenizer, out_dir / CHECKPOINT_DIR, manifest_info, kv_cache=kv)
+            artifacts = export_compressed_tensors(model, tokenizer, out_dir / CHECKPOINT_DIR, manifest_info)
         checkpoint_bytes = sum(p.stat().st_size for p in artifacts)
 
     scores = evaluate(ctx, reference, meter) if recipe.eval.datasets else EvalScores()

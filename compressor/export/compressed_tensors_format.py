@@ -22,6 +22,7 @@ from torch import nn
 
 from compressor.export.manifest import library_versions, write_manifest
 from compressor.export.online_rotations import write_online_rotations
+from compressor.quant.attention import QK_ROTATION, kv_cache_quant
 from compressor.quant.compressed_linear import CompressedLinear
 from compressor.quant.quantizer import QuantizedWeight
 from compressor.sparsity.activation import export_notes as activation_export_notes
@@ -81,10 +82,14 @@ def _activation_args(cfg: ActivationQuantConfig | KVCacheQuantConfig, strategy: 
     return {"num_bits": cfg.bits, "type": "int", "symmetric": cfg.symmetric, "strategy": strategy, "dynamic": True, "observer": None}
 
 
-def export_compressed_tensors(
-    model: nn.Module, tokenizer: Any, out_dir: Path, manifest_info: dict[str, Any], kv_cache: KVCacheQuantConfig | None = None
-) -> list[Path]:
-    """Write config.json, model.safetensors, the tokenizer and manifest.json into `out_dir`."""
+def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, manifest_info: dict[str, Any]) -> list[Path]:
+    """Write config.json, model.safetensors, the tokenizer and manifest.json into `out_dir`.
+
+    Every scheme is read from the model's modules (weights and activations from the wrapped
+    linears, the KV cache from the attention modules), so the checkpoint describes the model
+    as it is, not as some recipe stage once asked.
+    """
+    kv_cache = kv_cache_quant(model)
     out_dir.mkdir(parents=True, exist_ok=True)
     state: dict[str, torch.Tensor] = {}
     schemes: dict[str, dict[str, Any]] = {}
@@ -146,7 +151,7 @@ def export_compressed_tensors(
     if online_rotations:
         not_servable.append(f"online Hadamard rotations on {len(online_rotations)} linears are not in the stock graph")
         requirements.append(REQUIRES_ONLINE_INPUT_ROTATION)
-    if any(getattr(m, "qk_rotation", None) is not None for m in model.modules()):
+    if any(getattr(m, QK_ROTATION, None) is not None for m in model.modules()):
         not_servable.append("Q/K rotation after RoPE is not in the stock graph")
         requirements.append(REQUIRES_QK_ROTATION)
     if activation_bits and min(activation_bits) < 8:

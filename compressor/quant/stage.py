@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from compressor.context import CompressionContext
-from compressor.quant.attention import use_compressed_attention
+from compressor.quant.attention import KV_QUANT, set_kv_quant, use_compressed_attention
 from compressor.quant.calibration import capture_layer0_inputs, capture_linear_inputs, layer_outputs
 from compressor.quant.compressed_linear import compressed, plain_linear
 from compressor.quant.gptq import HessianAccumulator, gptq_quantize
@@ -64,8 +64,8 @@ def clear_dynamic_quantizers(ctx: CompressionContext) -> None:
     for module in ctx.model.modules():
         if getattr(module, "input_quant", None) is not None:
             module.input_quant = None
-        if getattr(module, "kv_quant", None) is not None:
-            module.kv_quant = None
+        if getattr(module, KV_QUANT, None) is not None:
+            set_kv_quant(module, None)
 
 
 @register_stage(QuantizeConfig)
@@ -80,7 +80,7 @@ def run_quantize(ctx: CompressionContext, cfg: QuantizeConfig) -> dict[str, Any]
                 compressed(getattr(parts.layer, parent_name), attr).input_quant = cfg.activations
     if cfg.kv_cache is not None:
         for parts in ctx.adapter.all_layer_parts(ctx.model):
-            parts.layer.self_attn.kv_quant = cfg.kv_cache
+            set_kv_quant(parts.layer.self_attn, cfg.kv_cache)
         use_compressed_attention(ctx.model)
     return {"weights": cfg.weights.method if cfg.weights else None,
             "activations_bits": cfg.activations.bits if cfg.activations else None,
