@@ -13,7 +13,7 @@ from torch import nn
 
 from compressor.models.adapter import LlamaFamilyAdapter
 from compressor.quant.attention import set_qk_rotation, use_compressed_attention
-from compressor.quant.compressed_linear import compressed
+from compressor.quant.compressed_linear import wrap_linear
 from compressor.spec import KVCacheQuantConfig
 from compressor.transforms.fusion import attach_online_input_rotation
 from compressor.transforms.hadamard import random_hadamard_matrix
@@ -55,7 +55,7 @@ def attach_online_rotations(
             if fuse_down_proj:
                 attach_online_input_rotation(parts.layer.mlp, "down_proj", r4)
             else:
-                compressed(parts.layer.mlp, "down_proj").set_input_rotation(r4)
+                wrap_linear(parts.layer.mlp, "down_proj").set_input_rotation(r4)
         if r3 is not None:
             set_qk_rotation(parts.layer.self_attn, r3)
     if r3 is not None:

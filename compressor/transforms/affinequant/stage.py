@@ -1,6 +1,6 @@
 """The `affinequant` recipe stage: calibrate, train block by block, leave a fake-quantized model behind.
 
-Afterwards every decoder linear is a `CompressedLinear` whose weight is the dequantized integer
+Afterwards every decoder linear is a `FakeQuantLinear` whose weight is the dequantized integer
 codes (`quantized_weight`, what export packs), with `input_quant` set when activations are
 quantized — the same state the `quantize` stage leaves, so export and evaluation need nothing new.
 """

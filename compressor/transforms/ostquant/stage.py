@@ -9,7 +9,7 @@ import torch
 from compressor.context import CompressionContext
 from compressor.quant.attention import set_kv_quant, use_compressed_attention
 from compressor.quant.calibration import capture_linear_inputs
-from compressor.quant.compressed_linear import compressed, compression_bypassed, plain_linear
+from compressor.quant.compressed_linear import compression_bypassed, plain_linear, wrap_linear
 from compressor.registry import register_stage
 from compressor.spec import OSTQuantConfig
 from compressor.transforms.fusion import fold_norms_into_linears
@@ -80,7 +80,7 @@ def run_ostquant(ctx: CompressionContext, cfg: OSTQuantConfig) -> dict[str, Any]
     for parts in adapter.all_layer_parts(model):
         for name in parts.linears():
             parent, attr = name.split(".")
-            wrapped = compressed(getattr(parts.layer, parent), attr)
+            wrapped = wrap_linear(getattr(parts.layer, parent), attr)
             wrapped.input_quant = target.activations  # active in training only for W4A4-style targets
         set_kv_quant(parts.layer.self_attn, target.kv_cache)
     qk = resolve_online_qk(cfg.online_qk, ctx.recipe.final_kv_cache())

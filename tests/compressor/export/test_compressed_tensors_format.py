@@ -10,11 +10,12 @@ import pytest
 from compressor.context import CompressionContext
 from compressor.eval.resources import CostMeter
 from compressor.export.compressed_tensors_format import export_compressed_tensors
-from compressor.models.adapter import adapter_for, tiny_llama
+from compressor.models.adapter import adapter_for
 from compressor.pipeline import run_stages
 from compressor.progress import Progress
 from compressor.quant.attention import kv_cache_quant
 from compressor.spec import Recipe
+from random_models import tiny_llama
 
 KV4 = {"bits": 4, "symmetric": False}
 W4 = {"weights": {"bits": 4, "strategy": "group", "group_size": 16}}

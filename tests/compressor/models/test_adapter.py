@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from compressor.models.adapter import adapter_for, tiny_llama
+from compressor.models.adapter import adapter_for
+from random_models import tiny_llama
 
 
 def test_untie_gives_the_head_its_own_weight():

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from compressor.models.adapter import tiny_llama
 from compressor.progress import Progress
 from compressor.sparsity.activation import FATReLU, apply_activation_from_config, gate_threshold, set_gate_activation
 from compressor.sparsity.hft import (
@@ -25,6 +24,7 @@ from compressor.sparsity.metrics import LayerSample, activation_sparsity, collec
 from compressor.sparsity.schedule import lambda_at, sine_ramp, stage_boundaries
 from compressor.sparsity.training import finetune
 from compressor.spec import ProSparseConfig, Recipe
+from random_models import tiny_llama
 
 # --------------------------------------------------------------------------- schedule
 

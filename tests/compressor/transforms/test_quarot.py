@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from compressor.models.adapter import adapter_for, tiny_llama
+from compressor.models.adapter import adapter_for
 from compressor.spec import HadamardConfig
 from compressor.transforms.quarot import apply_hadamard_rotations
+from random_models import tiny_llama
 
 
 def max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
