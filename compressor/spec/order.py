@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from compressor.spec.base import StrictModel
 from compressor.spec.methods import AffineQuantConfig, HadamardConfig, OSTQuantConfig, ProSparseConfig
-from compressor.spec.quant import KVCacheQuantConfig, QuantizeConfig
+from compressor.spec.quant import QuantizeConfig
 
 # Stages that rewrite the decoder weights in place (rotations, fine-tuning).
 WEIGHT_CHANGING = (HadamardConfig, OSTQuantConfig, ProSparseConfig)
@@ -82,9 +82,3 @@ def stage_order_problems(stages: Sequence[StrictModel], calibration_samples: int
         *one_rotation_stage(stages),
         *batches_fit_calibration(stages, calibration_samples),
     ]
-
-
-def final_kv_cache(stages: Sequence[StrictModel]) -> KVCacheQuantConfig | None:
-    """The KV-cache quantization the model ends with: each quantize stage replaces the dynamic quantizers, so the last one decides."""
-    last = next((c for c in reversed(stages) if isinstance(c, QuantizeConfig)), None)
-    return last.kv_cache if last is not None else None

@@ -10,8 +10,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from compressor.spec.base import MODEL_NAME_PATTERN, SPEC_VERSION, StrictModel
-from compressor.spec.order import final_kv_cache, stage_order_problems
-from compressor.spec.quant import KVCacheQuantConfig
+from compressor.spec.order import stage_order_problems
+from compressor.spec.quant import KVCacheQuantConfig, QuantizeConfig
 from compressor.spec.stages import Stage, stage_config
 
 
@@ -78,8 +78,13 @@ class Recipe(StrictModel):
         return [stage_config(s) for s in self.stages]
 
     def final_kv_cache(self) -> KVCacheQuantConfig | None:
-        """The KV-cache quantization the compressed model ends with (the last quantize stage's)."""
-        return final_kv_cache(self.stage_configs())
+        """The KV-cache quantization the compressed model ends with.
+
+        Each quantize stage replaces the dynamic quantizers of the one before, so the last
+        quantize stage decides; this is what `online_qk: auto` and the export describe.
+        """
+        last = next((c for c in reversed(self.stage_configs()) if isinstance(c, QuantizeConfig)), None)
+        return last.kv_cache if last is not None else None
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
