@@ -24,7 +24,7 @@ from compressor.models.store import ModelStore
 from compressor.paths import compressor_home
 from compressor.pipeline import run_stages, seed_everything
 from compressor.progress import Progress
-from compressor.quant.compressed_linear import CompressedLinear
+from compressor.quant.compressed_linear import FakeQuantLinear
 from compressor.spec import Recipe
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -62,7 +62,7 @@ def main() -> int:
     rows = {}
     for name, (inputs, kv) in ROWS.items():
         for path, module in model.named_modules():
-            if isinstance(module, CompressedLinear):
+            if isinstance(module, FakeQuantLinear):
                 module.input_quant = activations if path.endswith(inputs) and inputs else None
             if hasattr(module, "kv_quant"):
                 module.kv_quant = kv_cache if kv else None

@@ -37,38 +37,28 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from compressor.models.store import UnknownModelError
     from compressor.pipeline import run
-    from compressor.progress import ProgressEvent
-
-    def show(event: ProgressEvent) -> None:
-        if event.kind == "layer":
-            if event.layer is not None and event.num_layers and (event.layer + 1) % 5 and event.layer + 1 != event.num_layers:
-                return
-            console.print(f"  [dim]{event.stage}[/] {event.message}")
-        elif event.kind == "step":
-            if event.fraction in (None, 1.0) or args.verbose:
-                console.print(f"  [dim]{event.stage}[/] {event.message}")
-        else:
-            console.print(f"[bold]{event.stage or ''}[/] {event.message}")
+    from compressor.progress_display import ProgressDisplay
 
     try:
-        result = run(spec, Path(args.out), progress=show)
+        with ProgressDisplay(console, verbose=args.verbose) as display:
+            result = run(spec, Path(args.out), progress=display)
     except (UnknownModelError, ValueError) as e:
         console.print(f"[red]{e}")
         return 2
-    report = result.report
+    report = result.report_model
     out = Console()
     out.print("\n[bold]perplexity[/]  (original → compressed)")
-    for ds, value in report["perplexity"].get("compressed", {}).items():
-        orig = report["perplexity"].get("original", {}).get(ds)
-        kl = report["kl"].get(ds)
+    for ds, value in report.perplexity.get("compressed", {}).items():
+        orig = report.perplexity.get("original", {}).get(ds)
+        kl = report.kl.get(ds)
         out.print(f"  {ds:5s} {orig:8.3f} → {value:8.3f}" if orig else f"  {ds:5s} {value:8.3f}",
                   f"   KL {kl:.4f}" if kl is not None else "")
-    size = report["size"]
-    if size.get("bits_per_weight"):
-        out.print(f"bits per weight (decoder linears): {size['bits_per_weight']:.3f}")
-    if size.get("checkpoint_bytes"):
-        out.print(f"checkpoint: {size['checkpoint_bytes'] / 1e6:.1f} MB (original in bf16: {size['original_bytes'] / 1e6:.1f} MB)")
-    out.print(f"time {report['seconds']:.1f} s, peak RSS {report['peak_rss_mb']:.0f} MB")
+    size = report.size
+    if size.bits_per_weight:
+        out.print(f"bits per weight (decoder linears): {size.bits_per_weight:.3f}")
+    if size.checkpoint_bytes:
+        out.print(f"checkpoint: {size.checkpoint_bytes / 1e6:.1f} MB (original in bf16: {size.original_bytes / 1e6:.1f} MB)")
+    out.print(f"time {report.seconds:.1f} s, peak RSS {report.peak_rss_mb:.0f} MB")
     out.print(f"artifacts: {result.out_dir.resolve()}  (report.html, report.json, checkpoint/)")
     return 0
 
@@ -90,7 +80,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_recipes(_args: argparse.Namespace) -> int:
     for name, recipe in ready_made_recipes().items():
-        stages = ", ".join(next(iter(s.model_fields_set or type(s).model_fields)) for s in recipe.stages)
+        stages = ", ".join(cfg.stage for cfg in recipe.stage_configs())
         print(f"{name:28s} {stages}")
     return 0
 

@@ -40,6 +40,3 @@ class CompressionContext:
         """The first quantize stage after the running one: what a transform stage should prepare for."""
         later = self.recipe.stage_configs()[self.stage_index + 1 :]
         return next((c for c in later if isinstance(c, QuantizeConfig)), None)
-
-    def kv_cache_quantized(self) -> bool:
-        return any(isinstance(c, QuantizeConfig) and c.kv_cache is not None for c in self.recipe.stage_configs())

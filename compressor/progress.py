@@ -61,3 +61,44 @@ class Progress:
     def check_cancel(self) -> None:
         if self._should_cancel is not None and self._should_cancel():
             raise JobCancelled(f"cancelled during stage {self.stage}")
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """Where a job stands: stage, layer, fraction of the stage done, seconds left, last message.
+
+    `to_dict()` has the keys of the jobs table's `progress` column (what the service shows as
+    a job's `progress`), so the worker and the CLI read one record instead of each its own dict.
+    """
+
+    stage: str | None
+    layer: int | None = None
+    num_layers: int | None = None
+    fraction: float | None = None
+    eta_s: float | None = None
+    message: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ProgressTracker:
+    """Turns events into `JobProgress`: each stage is timed from its first event, the rest extrapolated linearly."""
+
+    def __init__(self) -> None:
+        self.stage: str | None = None
+        self.stage_started = time.time()
+
+    def update(self, event: ProgressEvent) -> JobProgress:
+        if event.stage and event.stage != self.stage:
+            self.stage, self.stage_started = event.stage, event.time
+        fraction = event.fraction
+        eta = None
+        if fraction and 0 < fraction < 1:
+            eta = (event.time - self.stage_started) * (1 - fraction) / fraction
+        return JobProgress(stage=self.stage, layer=event.layer, num_layers=event.num_layers, fraction=fraction,
+                           eta_s=eta, message=event.message)
+
+    def elapsed(self, event: ProgressEvent) -> float:
+        """Seconds since the current stage's first event."""
+        return max(event.time - self.stage_started, 0.0)

@@ -19,7 +19,12 @@ _HANDLERS: dict[type[BaseModel], tuple[str, StageHandler]] = {}
 F = TypeVar("F", bound=StageHandler)
 
 
-def register_stage(config_cls: type[BaseModel], name: str) -> Callable[[F], F]:
+def register_stage(config_cls: type[BaseModel]) -> Callable[[F], F]:
+    """Register `fn` as the handler of `config_cls`; the stage name is the config's `stage`."""
+    name = getattr(config_cls, "stage", None)
+    if not isinstance(name, str):
+        raise TypeError(f"{config_cls.__name__} has no `stage: ClassVar[str]` naming its recipe key")
+
     def decorate(fn: F) -> F:
         if config_cls in _HANDLERS:
             raise ValueError(f"stage config {config_cls.__name__} registered twice")

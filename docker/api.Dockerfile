@@ -19,8 +19,7 @@ print('\n'.join([d for d in p['optional-dependencies']['service'] if name(d) not
 COPY compressor ./compressor
 COPY api ./api
 COPY workers ./workers
-COPY recipes ./recipes
-# editable: the code runs from /app, so recipes/, migrations and the dashboard's static files
+# editable: the code runs from /app, so migrations and the dashboard's static files
 # are found where the source tree has them
 RUN pip install --no-deps -e . && python -c "import api.main, compressor.cli, sys; assert 'torch' not in sys.modules" \
     && useradd --uid 10001 --create-home compressor && mkdir -p /data && chown compressor /data

@@ -12,7 +12,6 @@ COPY compressor ./compressor
 COPY api ./api
 COPY workers ./workers
 COPY triton_kernels ./triton_kernels
-COPY recipes ./recipes
 # torch comes from the base image (its version satisfies the project's bound)
 RUN pip install -e ".[service,kernels]" \
     && useradd --uid 10001 --create-home compressor && mkdir -p /data && chown compressor /data

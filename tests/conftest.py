@@ -49,3 +49,18 @@ def smollm(model_store: Path):
 @pytest.fixture(scope="session")
 def tokenizer(smollm):
     return smollm[1]
+
+
+@pytest.fixture()
+def tiny_store(model_store: Path, tmp_path: Path) -> Path:
+    """A store holding a tiny Llama that speaks the bundled tokenizer's vocabulary."""
+    from transformers import AutoTokenizer
+
+    from compressor.models.store import ModelStore
+    from random_models import tiny_llama
+
+    tok = AutoTokenizer.from_pretrained(model_store / "models" / "smollm2-135m")
+    home = tmp_path / "home"
+    ModelStore(home).add_model("tiny-llama", tiny_llama(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                                                        num_attention_heads=4, head_dim=16), tok, source="test")
+    return home

@@ -19,12 +19,13 @@ from compressor.export.format import MANIFEST, sha256_file
 from compressor.inference import UnsupportedArtifactError, load, weight_bytes
 from compressor.inference.fused_projections import ProjectionSlice
 from compressor.inference.modules import DequantizedLinear, InputRotation
-from compressor.models.adapter import adapter_for, tiny_llama
+from compressor.models.adapter import adapter_for
 from compressor.progress import Progress
 from compressor.quant.stage import run_quantize
 from compressor.spec import HadamardConfig, JobSpec, QuantizeConfig, Recipe
 from compressor.transforms.quarot import apply_hadamard_rotations
 from triton_kernels.quant_linear import QuantLinear
+from random_models import tiny_llama
 
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 8}
 

@@ -2,8 +2,9 @@
 
 The file must open anywhere (a browser on a laptop, a CI artifact viewer) with no network,
 so CSS is inline and charts are PNGs rendered by matplotlib's Agg canvas and embedded as
-base64 data URIs. Every section is optional: a report from a failed or partial job still
-renders whatever it has.
+base64 data URIs. It takes the typed `Report` (what the pipeline writes) or a report.json
+mapping; sections read the JSON form, and every one is optional, so a stored report of a
+failed or partial job still renders whatever it has.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from compressor.eval.report import Report
 
 KIND_ORDER = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 _CSS = """
@@ -219,8 +222,8 @@ def _sparsity(report: dict) -> str:
         ax = fig.add_subplot()
         ax.bar(range(len(per_layer)), per_layer)
         ax.set_xlabel("layer")
-        ax.set_ylabel("fraction of zero weights")
-        out += _png(fig, "sparsity per layer")
+        ax.set_ylabel("fraction of zero activations")
+        out += _png(fig, "fraction of zero activations per layer")
     return out
 
 
@@ -235,8 +238,10 @@ def _recipe(report: dict) -> str:
 SECTIONS = [_header, _perplexity, _size, _stages, _layers, _qsur, _sparsity, _recipe]
 
 
-def write_report_html(report: dict, path: Path) -> None:
-    """Render `report` (the job's report.json contents) as one standalone HTML file."""
+def write_report_html(report: Report | dict[str, Any], path: Path) -> None:
+    """Render `report` (the typed report, or report.json's contents) as one standalone HTML file."""
+    if isinstance(report, Report):
+        report = report.model_dump(mode="json")
     model = (report.get("job") or {}).get("model", "report")
     body = "\n".join(section(report) for section in SECTIONS)
     page = (

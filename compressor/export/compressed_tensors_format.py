@@ -34,7 +34,8 @@ from compressor.export.format import (
     write_manifest,
 )
 from compressor.export.online_rotations import write_online_rotations
-from compressor.quant.compressed_linear import CompressedLinear
+from compressor.quant.attention import QK_ROTATION, kv_cache_quant
+from compressor.quant.compressed_linear import FakeQuantLinear
 from compressor.quant.quantizer import QuantizedWeight
 from compressor.sparsity.activation import export_notes as activation_export_notes
 from compressor.spec import ActivationQuantConfig, KVCacheQuantConfig
@@ -88,19 +89,23 @@ def _activation_args(cfg: ActivationQuantConfig | KVCacheQuantConfig, strategy: 
     return {"num_bits": cfg.bits, "type": "int", "symmetric": cfg.symmetric, "strategy": strategy, "dynamic": True, "observer": None}
 
 
-def export_compressed_tensors(
-    model: nn.Module, tokenizer: Any, out_dir: Path, manifest_info: dict[str, Any], kv_cache: KVCacheQuantConfig | None = None
-) -> list[Path]:
-    """Write config.json, model.safetensors, the tokenizer and manifest.json into `out_dir`."""
+def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, manifest_info: dict[str, Any]) -> list[Path]:
+    """Write config.json, model.safetensors, the tokenizer and manifest.json into `out_dir`.
+
+    Every scheme is read from the model's modules (weights and activations from the wrapped
+    linears, the KV cache from the attention modules), so the checkpoint describes the model
+    as it is, not as some recipe stage once asked.
+    """
+    kv_cache = kv_cache_quant(model)
     out_dir.mkdir(parents=True, exist_ok=True)
     state: dict[str, torch.Tensor] = {}
     schemes: dict[str, dict[str, Any]] = {}
     weight_only_int4 = True
     online_rotations: dict[str, torch.Tensor] = {}
 
-    compressed_names = {n for n, m in model.named_modules() if isinstance(m, CompressedLinear)}
+    compressed_names = {n for n, m in model.named_modules() if isinstance(m, FakeQuantLinear)}
     for name, module in model.named_modules():
-        if not isinstance(module, CompressedLinear):
+        if not isinstance(module, FakeQuantLinear):
             continue
         if module.input_rotation is not None:
             online_rotations[name] = module.input_rotation
@@ -153,7 +158,7 @@ def export_compressed_tensors(
     if online_rotations:
         not_servable.append(f"online Hadamard rotations on {len(online_rotations)} linears are not in the stock graph")
         requirements.append(RuntimeRequirement.ONLINE_INPUT_ROTATION.value)
-    if any(getattr(m, "qk_rotation", None) is not None for m in model.modules()):
+    if any(getattr(m, QK_ROTATION, None) is not None for m in model.modules()):
         not_servable.append("Q/K rotation after RoPE is not in the stock graph")
         requirements.append(RuntimeRequirement.QK_ROTATION_AFTER_ROPE.value)
     if activation_bits and min(activation_bits) < 8:
@@ -200,7 +205,7 @@ def quantized_bits_per_weight(model: nn.Module) -> float | None:
     """Average stored bits per decoder-linear weight, counting bf16 scales and zero points."""
     bits = numel = 0
     for module in model.modules():
-        if isinstance(module, CompressedLinear) and module.quantized_weight is not None:
+        if isinstance(module, FakeQuantLinear) and module.quantized_weight is not None:
             q = module.quantized_weight
             n = q.codes.numel()
             bits += n * q.bits + q.scale.numel() * 16 + (0 if q.symmetric else q.zero.numel() * q.bits)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
@@ -111,20 +110,3 @@ def adapter_for(model: nn.Module) -> LlamaFamilyAdapter:
             f"architecture {arch} is not supported; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
         )
     return LlamaFamilyAdapter(model)
-
-
-def tiny_llama(seed: int = 0, **overrides: int) -> nn.Module:
-    """A random-weight Llama of a few layers for unit tests (GQA, odd sizes, untied head)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = dict(vocab_size=256, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-               num_attention_heads=6, num_key_value_heads=2, head_dim=8, max_position_embeddings=256,
-               rms_norm_eps=1e-5, tie_word_embeddings=True)
-    cfg.update(overrides)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(LlamaConfig(**cfg)).eval()
-    # random RMSNorm weights, so norm folding is actually exercised
-    for name, p in model.named_parameters():
-        if "norm" in name:
-            p.data.uniform_(0.5, 1.5)
-    return model

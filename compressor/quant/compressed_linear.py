@@ -1,13 +1,15 @@
-"""`CompressedLinear`: a decoder linear with everything a method attached to it.
+"""`FakeQuantLinear`: a decoder linear with everything a method attached to it.
 
-It holds the (possibly fake-quantized) nn.Linear, an optional online rotation of its input
+Nothing in it is packed: it holds the (possibly fake-quantized, i.e. dequantized) nn.Linear, an optional online rotation of its input
 (the Hadamard on down_proj's input), optional dynamic input quantization, and the integer
-codes of its weight for export. Evaluation runs it in plain PyTorch.
+codes of its weight for export. Evaluation runs it in plain PyTorch; the packed module that
+serves an artifact is `triton_kernels.quant_linear.QuantLinear`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -16,6 +18,9 @@ from torch import nn
 
 from compressor.quant.quantizer import QuantizedWeight, fake_quantize_activation
 from compressor.spec import ActivationQuantConfig
+
+if TYPE_CHECKING:
+    from compressor.models.adapter import DecoderLayerParts
 
 
 _BYPASS = ContextVar("compression_bypassed", default=False)
@@ -39,7 +44,7 @@ def is_compression_bypassed() -> bool:
     return _BYPASS.get()
 
 
-class CompressedLinear(nn.Module):
+class FakeQuantLinear(nn.Module):
     def __init__(self, linear: nn.Linear):
         super().__init__()
         self.linear = linear
@@ -76,15 +81,32 @@ class CompressedLinear(nn.Module):
         return self.linear(x)
 
 
-def compressed(parent: nn.Module, attr: str) -> CompressedLinear:
-    """The CompressedLinear at `parent.attr`, wrapping the plain linear there on first use."""
+def wrap_linear(parent: nn.Module, attr: str) -> FakeQuantLinear:
+    """The FakeQuantLinear at `parent.attr`, wrapping the plain linear there in place on first use."""
     module = getattr(parent, attr)
-    if isinstance(module, CompressedLinear):
+    if isinstance(module, FakeQuantLinear):
         return module
-    wrapped = CompressedLinear(module)
+    wrapped = FakeQuantLinear(module)
     setattr(parent, attr, wrapped)
     return wrapped
 
 
 def plain_linear(module: nn.Module) -> nn.Linear:
-    return module.linear if isinstance(module, CompressedLinear) else module
+    return module.linear if isinstance(module, FakeQuantLinear) else module
+
+
+@torch.no_grad()
+def install_quantized_weight(parts: DecoderLayerParts, name: str, q: QuantizedWeight) -> dict[str, Any]:
+    """Put `q` into the layer's linear `name` (e.g. "self_attn.q_proj"): dequantized weight in place, codes kept for export.
+
+    Every method that quantizes weights leaves this same state, so export and evaluation
+    need nothing method-specific. Returns the weight's error record for the report's layers.
+    """
+    parent_name, attr = name.split(".")
+    wrapped = wrap_linear(getattr(parts.layer, parent_name), attr)
+    w = wrapped.linear.weight
+    deq = q.dequantize()
+    rel = (torch.linalg.norm(deq - w.data.float()) / torch.linalg.norm(w.data.float())).item()
+    w.data.copy_(deq.to(w.dtype))
+    wrapped.quantized_weight = q
+    return {"name": f"model.layers.{parts.index}.{name}", "layer": parts.index, "kind": attr, "rel_error": rel}

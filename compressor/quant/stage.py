@@ -7,32 +7,20 @@ from typing import Any
 import torch
 
 from compressor.context import CompressionContext
-from compressor.quant.attention import use_compressed_attention
+from compressor.quant.attention import KV_QUANT, set_kv_quant, use_compressed_attention
 from compressor.quant.calibration import capture_layer0_inputs, capture_linear_inputs, layer_outputs
-from compressor.quant.compressed_linear import compressed, plain_linear
+from compressor.quant.compressed_linear import install_quantized_weight, plain_linear, wrap_linear
 from compressor.quant.gptq import HessianAccumulator, gptq_quantize
-from compressor.quant.quantizer import QuantizedWeight, quantize_weight_rtn
+from compressor.quant.quantizer import quantize_weight_rtn
 from compressor.registry import register_stage
 from compressor.spec import QuantizeConfig, WeightQuantConfig
-
-
-def _store_quantized(ctx: CompressionContext, parts, name: str, q: QuantizedWeight) -> None:
-    """Put dequantized weights in place (fake quant) and keep the codes for export."""
-    parent_name, attr = name.split(".")
-    wrapped = compressed(getattr(parts.layer, parent_name), attr)
-    w = wrapped.linear.weight
-    deq = q.dequantize()
-    rel = (torch.linalg.norm(deq - w.data.float()) / torch.linalg.norm(w.data.float())).item()
-    w.data.copy_(deq.to(w.dtype))
-    wrapped.quantized_weight = q
-    ctx.layer_errors.append({"name": f"model.layers.{parts.index}.{name}", "layer": parts.index, "kind": attr, "rel_error": rel})
 
 
 def quantize_weights_rtn(ctx: CompressionContext, cfg: WeightQuantConfig) -> None:
     layers = ctx.adapter.all_layer_parts(ctx.model)
     for parts in layers:
         for name, lin in parts.linears().items():
-            _store_quantized(ctx, parts, name, quantize_weight_rtn(plain_linear(lin).weight.data, cfg))
+            ctx.layer_errors.append(install_quantized_weight(parts, name, quantize_weight_rtn(plain_linear(lin).weight.data, cfg)))
         ctx.progress.layer(parts.index, len(layers))
 
 
@@ -49,7 +37,7 @@ def quantize_weights_gptq(ctx: CompressionContext, cfg: WeightQuantConfig) -> No
         with capture_linear_inputs(watched, lambda name, x: hessians[name].add(x)):
             layer_outputs(parts.layer, inputs)
         for name, lin in linears.items():
-            _store_quantized(ctx, parts, name, gptq_quantize(lin.weight.data, hessians[source[name]].hessian, cfg))
+            ctx.layer_errors.append(install_quantized_weight(parts, name, gptq_quantize(lin.weight.data, hessians[source[name]].hessian, cfg)))
         del hessians
         inputs.hidden = layer_outputs(parts.layer, inputs)
         ctx.progress.layer(parts.index, len(layers))
@@ -64,11 +52,11 @@ def clear_dynamic_quantizers(ctx: CompressionContext) -> None:
     for module in ctx.model.modules():
         if getattr(module, "input_quant", None) is not None:
             module.input_quant = None
-        if getattr(module, "kv_quant", None) is not None:
-            module.kv_quant = None
+        if getattr(module, KV_QUANT, None) is not None:
+            set_kv_quant(module, None)
 
 
-@register_stage(QuantizeConfig, "quantize")
+@register_stage(QuantizeConfig)
 def run_quantize(ctx: CompressionContext, cfg: QuantizeConfig) -> dict[str, Any]:
     clear_dynamic_quantizers(ctx)
     if cfg.weights is not None:
@@ -77,10 +65,10 @@ def run_quantize(ctx: CompressionContext, cfg: QuantizeConfig) -> dict[str, Any]
         for parts in ctx.adapter.all_layer_parts(ctx.model):
             for name in parts.linears():
                 parent_name, attr = name.split(".")
-                compressed(getattr(parts.layer, parent_name), attr).input_quant = cfg.activations
+                wrap_linear(getattr(parts.layer, parent_name), attr).input_quant = cfg.activations
     if cfg.kv_cache is not None:
         for parts in ctx.adapter.all_layer_parts(ctx.model):
-            parts.layer.self_attn.kv_quant = cfg.kv_cache
+            set_kv_quant(parts.layer.self_attn, cfg.kv_cache)
         use_compressed_attention(ctx.model)
     return {"weights": cfg.weights.method if cfg.weights else None,
             "activations_bits": cfg.activations.bits if cfg.activations else None,

@@ -27,7 +27,7 @@ def sparsity_windows(ctx: CompressionContext, max_tokens: int) -> torch.Tensor:
     return eval_windows(ctx.tokenizer, load_text(SPARSITY_TEXT, "eval", ctx.data_dir), max_tokens, window)
 
 
-@register_stage(ProSparseConfig, "prosparse")
+@register_stage(ProSparseConfig)
 def run_prosparse(ctx: CompressionContext, cfg: ProSparseConfig) -> dict[str, Any]:
     model = ctx.model
     set_gate_activation(model, 0.0)  # train with plain ReLU; the threshold shift comes after training

@@ -12,9 +12,8 @@ import torch
 from torch import nn
 
 from compressor.models.adapter import LlamaFamilyAdapter
-from compressor.quant.compressed_linear import compressed, plain_linear
 from compressor.export.format import RuntimeRequirement
-
+from compressor.quant.compressed_linear import plain_linear, wrap_linear
 
 
 def _set(param: torch.Tensor, value: torch.Tensor) -> None:
@@ -96,7 +95,7 @@ def rotate_value_heads(parts, adapter: LlamaFamilyAdapter, rotations: list[torch
 
 def attach_online_input_rotation(parent: nn.Module, attr: str, rotation: torch.Tensor) -> None:
     """Fuse W ← W R into `parent.attr` and rotate its input online (x ← x R) so y is unchanged."""
-    wrapped = compressed(parent, attr)
+    wrapped = wrap_linear(parent, attr)
     rotate_input_side(wrapped, rotation)
     wrapped.set_input_rotation(rotation)
 

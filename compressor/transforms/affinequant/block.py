@@ -1,6 +1,6 @@
 """One decoder layer run with transformed, fake-quantized weights, differentiable in the transforms.
 
-The layer's own forward (attention backend, RoPE, the CompressedLinear wrappers with their
+The layer's own forward (attention backend, RoPE, the FakeQuantLinear wrappers with their
 activation quantizers) runs unchanged through `torch.func.functional_call`; only the weights
 it reads are swapped for W' = transform(W) → LWC fake quant, built by the same pure functions
 (`compressor.transforms.fusion`) that later fuse the transforms in float64. The norms' side
@@ -55,7 +55,7 @@ def transformed_weights(
 
 
 class TransformedBlock:
-    """A decoder layer (linears already wrapped in CompressedLinear) with learnable transforms and clipping."""
+    """A decoder layer (linears already wrapped in FakeQuantLinear) with learnable transforms and clipping."""
 
     def __init__(
         self, parts: DecoderLayerParts, adapter: LlamaFamilyAdapter, transforms: LayerTransforms,

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from compressor.models.adapter import DecoderLayerParts, LlamaFamilyAdapter
-from compressor.quant.compressed_linear import compressed
+from compressor.quant.compressed_linear import install_quantized_weight, wrap_linear
 from compressor.spec import ActivationQuantConfig
 from compressor.transforms.affinequant.clipping import LearnableClipping
 from compressor.transforms.fusion import (
@@ -55,13 +55,7 @@ def quantize_layer(
     records = []
     for name in parts.linears():
         parent, attr = name.split(".")
-        wrapped = compressed(getattr(parts.layer, parent), attr)
-        w = wrapped.linear.weight
-        q = clips[name].quantize(w.data)
-        deq = q.dequantize()
-        rel = (torch.linalg.norm(deq - w.data.float()) / torch.linalg.norm(w.data.float())).item()
-        w.data.copy_(deq.to(w.dtype))
-        wrapped.quantized_weight = q
+        wrapped = wrap_linear(getattr(parts.layer, parent), attr)
+        records.append(install_quantized_weight(parts, name, clips[name].quantize(wrapped.linear.weight.data)))
         wrapped.input_quant = activations
-        records.append({"name": f"model.layers.{parts.index}.{name}", "layer": parts.index, "kind": attr, "rel_error": rel})
     return records

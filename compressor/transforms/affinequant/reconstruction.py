@@ -35,7 +35,7 @@ from compressor.quant.calibration import (
     capture_layer0_inputs,
     layer_outputs,
 )
-from compressor.quant.compressed_linear import compressed, plain_linear
+from compressor.quant.compressed_linear import plain_linear, wrap_linear
 from compressor.quant.kl_top import kl_top_loss
 from compressor.spec import AffineQuantConfig
 from compressor.transforms.affinequant.block import TransformedBlock
@@ -168,7 +168,7 @@ def affinequant_quantize(
 
             for name in parts.linears():
                 parent, attr = name.split(".")
-                compressed(getattr(parts.layer, parent), attr).input_quant = cfg.activations
+                wrap_linear(getattr(parts.layer, parent), attr).input_quant = cfg.activations
             parts = adapter.layer_parts(model, index)
             transforms = initial_transforms(parts, adapter, maxima, cfg)
             clips = {name: LearnableClipping(plain_linear(lin).weight.shape, cfg.weights, cfg.learnable_clipping)

@@ -1,6 +1,6 @@
 """The `affinequant` recipe stage: calibrate, train block by block, leave a fake-quantized model behind.
 
-Afterwards every decoder linear is a `CompressedLinear` whose weight is the dequantized integer
+Afterwards every decoder linear is a `FakeQuantLinear` whose weight is the dequantized integer
 codes (`quantized_weight`, what export packs), with `input_quant` set when activations are
 quantized — the same state the `quantize` stage leaves, so export and evaluation need nothing new.
 """
@@ -15,7 +15,7 @@ from compressor.spec import AffineQuantConfig
 from compressor.transforms.affinequant.reconstruction import affinequant_quantize
 
 
-@register_stage(AffineQuantConfig, "affinequant")
+@register_stage(AffineQuantConfig)
 def run_affinequant(ctx: CompressionContext, cfg: AffineQuantConfig) -> dict[str, Any]:
     log = affinequant_quantize(ctx.model, ctx.adapter, ctx.calibration_tokens(), cfg, ctx.progress)
     ctx.layer_errors.extend(log.pop("weight_errors"))

@@ -7,22 +7,19 @@ from typing import Any
 import torch
 
 from compressor.context import CompressionContext
-from compressor.quant.attention import use_compressed_attention
+from compressor.quant.attention import set_kv_quant, use_compressed_attention
 from compressor.quant.calibration import capture_linear_inputs
-from compressor.quant.compressed_linear import compressed, compression_bypassed, plain_linear
+from compressor.quant.compressed_linear import compression_bypassed, plain_linear, wrap_linear
 from compressor.registry import register_stage
 from compressor.spec import OSTQuantConfig
 from compressor.transforms.fusion import fold_norms_into_linears
 from compressor.transforms.hadamard import random_hadamard_matrix
+from compressor.transforms.online_rotations import attach_online_rotations, resolve_online_qk
 from compressor.transforms.ostquant.effective import fuse_ost_transforms
 from compressor.transforms.ostquant.parameters import OSTParameters
 from compressor.transforms.ostquant.stiefel import orthogonality_error
 from compressor.transforms.ostquant.training import train_transforms
 from compressor.transforms.qsur import ActivationMoments, qsur_per_dim, smoothing_transform, transformed_moments
-
-DOWN_SEED_OFFSET = 4
-QK_SEED_OFFSET = 3
-
 
 @torch.no_grad()
 def capture_input_moments(ctx: CompressionContext, samples: int) -> dict[tuple[int, str], ActivationMoments]:
@@ -71,29 +68,24 @@ def qsur_table(ctx: CompressionContext, params: OSTParameters, moments: dict, do
     return rows
 
 
-@register_stage(OSTQuantConfig, "ostquant")
+@register_stage(OSTQuantConfig)
 def run_ostquant(ctx: CompressionContext, cfg: OSTQuantConfig) -> dict[str, Any]:
     model, adapter = ctx.model, ctx.adapter
     target = ctx.next_quantize_config()
-    if target is None:
-        raise ValueError("recipe.stages: ostquant must be followed by a quantize stage (it trains for that target)")
+    if target is None:  # `Recipe` refuses such a recipe (spec/order.py); a hand-built context may not
+        raise ValueError(f"recipe.stages[{ctx.stage_index}].ostquant: needs a later quantize stage (it trains for that target)")
     fold_norms_into_linears(model, adapter)
     moments = capture_input_moments(ctx, cfg.qsur_samples) if cfg.qsur_samples else {}
 
-    down_seed = cfg.seed + DOWN_SEED_OFFSET if cfg.online_down_proj else None
-    qk = cfg.online_qk == "on" or (cfg.online_qk == "auto" and target.kv_cache is not None)
     for parts in adapter.all_layer_parts(model):
         for name in parts.linears():
             parent, attr = name.split(".")
-            wrapped = compressed(getattr(parts.layer, parent), attr)
+            wrapped = wrap_linear(getattr(parts.layer, parent), attr)
             wrapped.input_quant = target.activations  # active in training only for W4A4-style targets
-        if down_seed is not None:
-            compressed(parts.layer.mlp, "down_proj").set_input_rotation(random_hadamard_matrix(adapter.intermediate_size, seed=down_seed))
-        attn = parts.layer.self_attn
-        attn.kv_quant = target.kv_cache
-        if qk:
-            attn.register_buffer("qk_rotation", random_hadamard_matrix(adapter.head_dim, seed=cfg.seed + QK_SEED_OFFSET).float(), persistent=False)
-    if qk or target.kv_cache is not None:
+        set_kv_quant(parts.layer.self_attn, target.kv_cache)
+    qk = resolve_online_qk(cfg.online_qk, ctx.recipe.final_kv_cache())
+    down_seed = attach_online_rotations(model, adapter, cfg.seed, down_proj=cfg.online_down_proj, qk=qk, fuse_down_proj=False)
+    if target.kv_cache is not None:
         use_compressed_attention(model)
 
     params = OSTParameters(model, adapter, cfg)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from compressor.context import CompressionContext
-from compressor.models.adapter import adapter_for, tiny_llama
+from compressor.models.adapter import adapter_for
 from compressor.progress import Progress
 from compressor.spec import OSTQuantConfig, Recipe
 from compressor.transforms.fusion import fold_norms_into_linears
@@ -18,6 +18,7 @@ from compressor.transforms.ostquant.effective import fuse_ost_transforms
 from compressor.transforms.ostquant.parameters import OSTParameters
 from compressor.transforms.ostquant.stiefel import CayleyAdam, orthogonality_error
 from compressor.transforms.ostquant.stage import run_ostquant
+from random_models import tiny_llama
 
 
 def perturbed_parameters(model, adapter, seed: int = 0) -> OSTParameters:
@@ -43,10 +44,10 @@ def test_fused_transforms_keep_logits(kv_heads):
         before = model(tokens).logits
     fold_norms_into_linears(model, adapter)
     params = perturbed_parameters(model, adapter)
-    from compressor.quant.compressed_linear import compressed
+    from compressor.quant.compressed_linear import wrap_linear
 
     for parts in adapter.all_layer_parts(model):
-        compressed(parts.layer.mlp, "down_proj").set_input_rotation(random_hadamard_matrix(adapter.intermediate_size, seed=7))
+        wrap_linear(parts.layer.mlp, "down_proj").set_input_rotation(random_hadamard_matrix(adapter.intermediate_size, seed=7))
     fuse_ost_transforms(model, adapter, params, down_hadamard_seed=7)
     with torch.no_grad():
         after = model(tokens).logits

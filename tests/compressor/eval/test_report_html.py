@@ -9,43 +9,47 @@ from pathlib import Path
 
 import pytest
 
+from compressor.eval.report import JobInfo, LayerError, QSURRow, Report, SizeInfo, SparsitySection, StageReport
 from compressor.eval.report_html import write_report_html
 
 KINDS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def full_report() -> dict:
-    return {
-        "job": {
-            "model": "smollm2-135m",
-            "recipe": {"name": "w4 <script>alert(1)</script>", "seed": 3, "stages": [{"quantize": {"bits": 4}}]},
-            "recipe_sha256": "ab" * 32,
-            "seed": 3,
-        },
-        "versions": {"torch": "2.13.0", "transformers": "4.56.0"},
-        "total_seconds": 123.4,
-        "peak_rss_mb": 2048.0,
-        "perplexity": {
+def full_report() -> Report:
+    """A report with every section, built from the typed model so it has the pipeline's keys."""
+    return Report(
+        job=JobInfo(
+            model="smollm2-135m",
+            recipe={"name": "w4 <script>alert(1)</script>", "seed": 3, "stages": [{"quantize": {"bits": 4}}]},
+            recipe_sha256="ab" * 32,
+            seed=3,
+        ),
+        versions={"torch": "2.13.0", "transformers": "4.56.0"},
+        seconds=123.4,
+        peak_rss_mb=2048.0,
+        perplexity={
             "original": {"wiki": 17.3125, "news": 21.75},
             "compressed": {"wiki": 18.9375, "news": 24.0625},
         },
-        "kl": {"wiki": 0.0731, "news": 0.0913},
-        "size": {"bits_per_weight": 4.25, "checkpoint_bytes": 90_000_000, "original_bytes": 270_000_000},
-        "stages": [
-            {"name": "hadamard", "seconds": 1.5, "peak_rss_mb": 900.0, "details": {"seed": 0}},
-            {"name": "quantize", "seconds": 42.0, "peak_rss_mb": 1500.0, "details": {"method": "gptq"}},
+        kl={"wiki": 0.0731, "news": 0.0913},
+        eval_tokens={"wiki": 16384, "news": 16384},
+        size=SizeInfo(bits_per_weight=4.25, checkpoint_bytes=90_000_000, original_bytes=270_000_000),
+        stages=[
+            StageReport(name="0:hadamard", seconds=1.5, peak_rss_mb=900.0, details={"seed": 0}),
+            StageReport(name="1:quantize", seconds=42.0, peak_rss_mb=1500.0, details={"method": "gptq"}),
         ],
-        "layers": [
-            {"name": f"model.layers.{i}.mlp.{k}", "layer": i, "kind": k, "rel_error": 0.01 * (1 + i) * (1 + j)}
+        layers=[
+            LayerError(name=f"model.layers.{i}.mlp.{k}", layer=i, kind=k, rel_error=0.01 * (1 + i) * (1 + j))
             for i in range(4)
             for j, k in enumerate(KINDS)
         ],
-        "qsur": [
-            {"layer": i, "name": f"model.layers.{i}.mlp", "values": {"original": 0.2 + i, "rotation": 0.5 + i}}
+        qsur=[
+            QSURRow(layer=i, name=f"model.layers.{i}.down_input", kind="down", values={"original": 0.2 + i, "rotation": 0.5 + i})
             for i in range(4)
         ],
-        "sparsity": {"per_layer": [0.5, 0.49, 0.51, 0.5], "overall": 0.5},
-    }
+        sparsity=SparsitySection(per_layer=[0.5, 0.49, 0.51, 0.5], mean=0.5025, fatrelu_threshold=0.01,
+                                 eval_tokens=4096, finetune="full", steps=300),
+    )
 
 
 class _Collector(HTMLParser):
@@ -65,7 +69,7 @@ class _Collector(HTMLParser):
         self.text.append(data)
 
 
-def _render(report: dict, tmp_path: Path) -> tuple[str, _Collector]:
+def _render(report: Report | dict, tmp_path: Path) -> tuple[str, _Collector]:
     path = tmp_path / "sub" / "report.html"
     write_report_html(report, path)
     page = path.read_text(encoding="utf-8")
@@ -91,6 +95,20 @@ def test_full_report_renders_every_section(rendered: tuple[str, _Collector]) -> 
     assert "90.00" in text and "270.00" in text and "3.00×" in text
     assert "smollm2-135m" in text and "ab" * 32 in text and "2.13.0" in text
     assert "gptq" in text and "model.layers.3.mlp.down_proj" in text
+    assert "123.4" in text and "2048" in text  # total seconds and peak RSS in the header
+    assert "0.5025" in text and "4096" in text  # the sparsity section's mean and eval tokens
+
+
+def test_sparsity_chart_is_about_activations(rendered: tuple[str, _Collector]) -> None:
+    page, _ = rendered
+    assert 'alt="fraction of zero activations per layer"' in page
+    assert "zero weights" not in page
+
+
+def test_report_and_its_json_render_the_same(tmp_path: Path) -> None:
+    typed, _ = _render(full_report(), tmp_path / "typed")
+    stored, _ = _render(full_report().model_dump(mode="json"), tmp_path / "json")
+    assert typed == stored
 
 
 def test_charts_are_embedded_pngs(rendered: tuple[str, _Collector]) -> None:
@@ -118,6 +136,7 @@ def test_strings_are_escaped(rendered: tuple[str, _Collector]) -> None:
 
 
 def test_minimal_report_renders(tmp_path: Path) -> None:
+    """A stored report.json of a job that got no further than its start still renders."""
     page, parsed = _render({"job": {"model": "smollm2-135m"}}, tmp_path)
     assert "smollm2-135m" in " ".join(parsed.text)
     assert "<h2>" not in page  # no section without data, not even empty headings

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 
-from compressor.models.adapter import adapter_for, tiny_llama
+from compressor.models.adapter import adapter_for
 from compressor.quant.calibration import capture_layer0_inputs
-from compressor.quant.compressed_linear import CompressedLinear
+from compressor.quant.compressed_linear import FakeQuantLinear
 from compressor.quant.kl_top import kl_top_loss
 from compressor.quant.quantizer import quantize_weight_rtn
 from compressor.spec import AffineQuantConfig, WeightQuantConfig, load_recipe
@@ -35,6 +35,7 @@ from compressor.transforms.affinequant.matrices import (
 from compressor.transforms.affinequant.merge import merge_layer_transforms
 from compressor.transforms.affinequant.reconstruction import affinequant_quantize
 from compressor.transforms.fusion import runtime_transform_reasons
+from random_models import tiny_llama
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -247,7 +248,7 @@ def test_block_loop_leaves_the_quantized_state_export_expects(loss, aug_loss):
     log = affinequant_quantize(model, adapter, tokens, cfg)
     for parts in adapter.all_layer_parts(model):
         for name, module in parts.linears().items():
-            assert isinstance(module, CompressedLinear), name
+            assert isinstance(module, FakeQuantLinear), name
             assert module.input_quant is not None and module.input_quant.bits == 4
             q = module.quantized_weight
             assert q is not None and q.bits == 4 and not q.symmetric

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from compressor.models.adapter import tiny_llama
 from compressor.progress import Progress
 from compressor.sparsity.activation import FATReLU, apply_activation_from_config, gate_threshold, set_gate_activation
 from compressor.sparsity.hft import (
@@ -25,6 +24,7 @@ from compressor.sparsity.metrics import LayerSample, activation_sparsity, collec
 from compressor.sparsity.schedule import lambda_at, sine_ramp, stage_boundaries
 from compressor.sparsity.training import finetune
 from compressor.spec import ProSparseConfig, Recipe
+from random_models import tiny_llama
 
 # --------------------------------------------------------------------------- schedule
 
@@ -253,20 +253,6 @@ def test_ppl_p_sparsity_on_silu_and_relu_models(trained_tiny):
 
 
 # --------------------------------------------------------------------------- recipe stage through the pipeline
-
-
-@pytest.fixture()
-def tiny_store(model_store: Path, tmp_path: Path) -> Path:
-    """A store holding a tiny Llama that speaks the bundled tokenizer's vocabulary."""
-    from transformers import AutoTokenizer
-
-    from compressor.models.store import ModelStore
-
-    tok = AutoTokenizer.from_pretrained(model_store / "models" / "smollm2-135m")
-    home = tmp_path / "home"
-    ModelStore(home).add_model("tiny-llama", tiny_llama(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                                                        num_attention_heads=4, head_dim=16), tok, source="test")
-    return home
 
 
 def test_prosparse_then_quantize_through_pipeline(tiny_store: Path, tmp_path: Path):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-import torch
 
+from compressor.eval.report import Report
 from compressor.export.format import sha256_file
 from compressor.models.store import UnknownModelError
 from compressor.pipeline import run
@@ -28,13 +27,14 @@ RTN_G64 = [{"quantize": {"weights": {"bits": 4, "strategy": "group", "group_size
 
 def test_rtn_job_writes_report_and_checkpoint(model_store, tmp_path):
     events = []
-    result = run(spec(RTN_G64, eval={**SMALL_EVAL, "datasets": ["wiki", "news"]}), tmp_path, progress=events.append)
+    job = spec(RTN_G64, eval={**SMALL_EVAL, "datasets": ["wiki", "news"]})
+    result = run(job, tmp_path, progress=events.append)
     report = json.loads((tmp_path / "report.json").read_text())
     for ds in ("wiki", "news"):
         assert report["perplexity"]["compressed"][ds] > report["perplexity"]["original"][ds] > 1
         assert report["kl"][ds] > 0
     assert report["seconds"] > 0 and report["peak_rss_mb"] > 100
-    assert report["job"]["recipe_sha256"] == spec(RTN_G64).recipe.sha256() or report["job"]["recipe_sha256"]
+    assert report["job"]["recipe_sha256"] == job.recipe.sha256() != spec(RTN_G64).recipe.sha256()
     assert report["size"]["bits_per_weight"] == pytest.approx(4.25)  # 4 bits + a bf16 scale per 64
     assert report["size"]["checkpoint_bytes"] < 0.7 * report["size"]["original_bytes"]
     assert "torch" in report["versions"]
@@ -45,6 +45,7 @@ def test_rtn_job_writes_report_and_checkpoint(model_store, tmp_path):
     assert (tmp_path / "report.html").read_text().count("<img") >= 1
     assert sum(e.kind == "layer" for e in events) == 30
     assert result.report == report
+    assert Report.model_validate(report) == result.report_model
 
 
 def test_same_job_twice_is_bit_identical(model_store, tmp_path):
@@ -74,7 +75,7 @@ def test_unknown_model_names_the_known_ones(model_store, tmp_path):
 
 def test_group_size_not_dividing_is_refused_with_divisors(model_store, tmp_path):
     stages = [{"quantize": {"weights": {"bits": 4, "strategy": "group", "group_size": 128}}}]
-    with pytest.raises(ValueError, match=r"group_size 128.*in_features 576.*\[16, 32, 64\]"):
+    with pytest.raises(ValueError, match=r"stages\[0\]\.quantize\.weights\.group_size 128.*in_features 576.*\[16, 32, 64\]"):
         run(spec(stages, eval=SMALL_EVAL), tmp_path)
     # without export, a shorter last group is used for fake-quant evaluation
     result = run(spec(stages, eval={**SMALL_EVAL, "kl": False}, export={"format": "none"}), tmp_path / "fq")

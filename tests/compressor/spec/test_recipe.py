@@ -61,3 +61,33 @@ def test_recipe_hash_is_stable_and_sensitive():
 def test_unknown_recipe_name_lists_ready_made(tmp_path):
     with pytest.raises(FileNotFoundError, match="w4a16-rtn"):
         load_recipe("no-such-recipe")
+
+
+def test_stage_names_come_from_the_configs():
+    from compressor.spec import STAGE_CONFIGS, STAGE_NAMES, QuantizeStage, stage_config
+
+    assert STAGE_NAMES == tuple(c.stage for c in STAGE_CONFIGS)
+    assert len(set(STAGE_NAMES)) == len(STAGE_NAMES)
+    recipe = Recipe.model_validate({"stages": [{name: {}} for name in ("hadamard", "quantize")]})
+    assert [type(c).stage for c in recipe.stage_configs()] == ["hadamard", "quantize"]
+    assert type(stage_config(QuantizeStage())).__name__ == "QuantizeConfig"
+
+
+def test_unknown_stage_message_lists_every_stage():
+    from compressor.spec import STAGE_NAMES
+
+    msg = _errors({"model": "m", "recipe": {"stages": [{"prune": {}}]}})[0]["msg"]
+    assert msg.endswith("one of: " + ", ".join(STAGE_NAMES))
+
+
+def test_every_stage_config_has_a_handler():
+    import compressor.stages  # noqa: F401  (registers the handlers)
+    from compressor.registry import stage_handler
+    from compressor.spec import STAGE_CONFIGS
+
+    assert [stage_handler(c())[0] for c in STAGE_CONFIGS] == [c.stage for c in STAGE_CONFIGS]
+
+
+def test_eval_window_longer_than_max_tokens_is_refused():
+    errs = _errors({"model": "m", "recipe": {"eval": {"max_tokens": 256, "window": 512}}})
+    assert errs[0]["loc"] == ("recipe", "eval") and "window (512) is longer than max_tokens (256)" in errs[0]["msg"]

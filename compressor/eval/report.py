@@ -1,0 +1,172 @@
+"""`Report`: the typed form of a job's report.json, built here and read by the HTML view and the tests.
+
+report.json is read by programs outside this package (the API serves it as the job's report,
+the dashboard draws it), so `Report.model_dump(mode="json")` keeps the keys report.json has
+always had: optional sections and optional keys that a job did not produce are left out rather
+than written as null. Unknown keys are errors, so a section written by a stage and the
+model cannot drift apart silently. Torch-free, like `compressor.spec`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+
+from compressor.spec import Recipe
+
+
+class ReportModel(BaseModel):
+    """Base of the report's parts: unknown keys refused; keys in `OMIT_WHEN_NONE` left out when unset."""
+
+    model_config = ConfigDict(extra="forbid")
+    OMIT_WHEN_NONE: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        return {k: v for k, v in data.items() if not (v is None and k in self.OMIT_WHEN_NONE)}
+
+
+class JobInfo(ReportModel):
+    """Which job this is: the model, the recipe as run, its hash and seed."""
+
+    model: str
+    recipe: dict[str, Any]
+    recipe_sha256: str
+    seed: int
+
+
+class SizeInfo(ReportModel):
+    bits_per_weight: float | None = Field(description="stored bits per decoder-linear weight, scales included; none when unquantized")
+    checkpoint_bytes: int | None = Field(description="bytes of the exported checkpoint; none without export")
+    original_bytes: int = Field(description="the same model stored in bf16")
+
+
+class StageReport(ReportModel):
+    """Time and peak memory of one step of the job (load, each stage, export, each evaluation)."""
+
+    name: str
+    seconds: float
+    peak_rss_mb: float
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class LayerError(ReportModel):
+    """Relative error of one quantized linear's weight, ‖Ŵ − W‖ / ‖W‖."""
+
+    name: str
+    layer: int
+    kind: str
+    rel_error: float
+
+
+class QSURRow(ReportModel):
+    """QSUR of one layer input under each transform variant (OSTQuant)."""
+
+    layer: int
+    name: str
+    kind: str
+    values: dict[str, float]
+
+
+class SparsitySection(ReportModel):
+    """ProSparse's activation sparsity, per layer and overall, and the optional PPL-p% search."""
+
+    OMIT_WHEN_NONE = frozenset({"ppl_p", "ppl_p_sparsity", "cett", "ppl_p_per_layer"})
+    per_layer: list[float]
+    mean: float
+    fatrelu_threshold: float
+    eval_tokens: int
+    finetune: str
+    steps: int
+    ppl_p: float | None = None
+    ppl_p_sparsity: float | None = None
+    cett: float | None = None
+    ppl_p_per_layer: list[float] | None = None
+
+
+class ProSparseStep(ReportModel):
+    step: int
+    # `lambda` is a Python keyword: the attribute is `lambda_`, the JSON key stays "lambda"
+    lambda_: float = Field(alias="lambda", serialization_alias="lambda")
+    loss: float
+    lm_loss: float
+    sparsity: float
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+
+class TrainingSection(ReportModel):
+    """Loss curves of the stages that train."""
+
+    OMIT_WHEN_NONE = frozenset({"ostquant_loss", "prosparse"})
+    ostquant_loss: list[float] | None = None
+    prosparse: list[ProSparseStep] | None = None
+
+
+class Report(ReportModel):
+    """Everything report.json holds."""
+
+    OMIT_WHEN_NONE = frozenset({"qsur", "sparsity", "training"})
+    job: JobInfo
+    versions: dict[str, str]
+    perplexity: dict[str, dict[str, float]] = Field(description="'original' and 'compressed' → dataset → perplexity")
+    kl: dict[str, float] = Field(description="dataset → KL(original ‖ compressed), nats per token")
+    eval_tokens: dict[str, int]
+    size: SizeInfo
+    stages: list[StageReport]
+    layers: list[LayerError]
+    qsur: list[QSURRow] | None = None
+    sparsity: SparsitySection | None = None
+    training: TrainingSection | None = None
+    seconds: float
+    peak_rss_mb: float
+
+
+def job_info(model: str, recipe: Recipe) -> JobInfo:
+    return JobInfo(model=model, recipe=recipe.model_dump(mode="json"), recipe_sha256=recipe.sha256(), seed=recipe.seed)
+
+
+class EvalScores(ReportModel):
+    """What `evaluate` measured: perplexities, KL and the tokens scored per dataset."""
+
+    perplexity: dict[str, dict[str, float]] = Field(default_factory=dict)
+    kl: dict[str, float] = Field(default_factory=dict)
+    eval_tokens: dict[str, int] = Field(default_factory=dict)
+
+
+def build_report(
+    *,
+    model: str,
+    recipe: Recipe,
+    versions: dict[str, str],
+    scores: EvalScores,
+    size: SizeInfo,
+    costs: dict[str, Any],
+    stage_details: dict[str, dict[str, Any]],
+    layers: list[dict[str, Any]],
+    sections: dict[str, Any],
+) -> Report:
+    """The job's report from what the pipeline measured.
+
+    `costs` maps each measured step (`load`, `0:quantize`, `export`, `eval:wiki`, …) to its
+    `StageCost`, in order; `stage_details` holds the recipe stages' own details under the
+    same keys; `sections` the extra sections stages wrote (qsur, sparsity, training).
+    """
+    return Report(
+        job=job_info(model, recipe),
+        versions=versions,
+        perplexity=scores.perplexity,
+        kl=scores.kl,
+        eval_tokens=scores.eval_tokens,
+        size=size,
+        stages=[
+            StageReport(name=name, seconds=c.seconds, peak_rss_mb=c.peak_rss_mb, details=stage_details.get(name, {}))
+            for name, c in costs.items()
+        ],
+        layers=layers,
+        **sections,
+        seconds=sum(c.seconds for c in costs.values()),
+        peak_rss_mb=max((c.peak_rss_mb for c in costs.values()), default=0.0),
+    )

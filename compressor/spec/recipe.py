@@ -1,0 +1,101 @@
+"""`Recipe` (ordered stages plus calibration, evaluation and export settings) and `JobSpec`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from compressor.spec.base import MODEL_NAME_PATTERN, SPEC_VERSION, StrictModel
+from compressor.spec.order import stage_order_problems
+from compressor.spec.quant import KVCacheQuantConfig, QuantizeConfig
+from compressor.spec.stages import Stage, stage_config
+
+
+class CalibrationConfig(StrictModel):
+    """Which text calibrates the methods that need data (GPTQ, learned transforms)."""
+
+    dataset: str = Field("wiki", description="'wiki' (bundled), or the name of a user text file in the store's data/ folder")
+    samples: int = Field(128, ge=1, le=4096, description="number of token chunks")
+    seqlen: int = Field(512, ge=16, le=8192, description="tokens per chunk")
+
+    @field_validator("dataset")
+    @classmethod
+    def _no_paths(cls, v: str) -> str:
+        if v not in ("wiki", "news") and not re.fullmatch(r"[A-Za-z0-9._-]+\.(txt|jsonl)", v):
+            raise ValueError("dataset must be 'wiki', 'news', or a file name like 'mytext.jsonl' (no paths)")
+        if ".." in v:
+            raise ValueError("dataset must not contain '..'")
+        return v
+
+
+class EvalConfig(StrictModel):
+    """Perplexity and KL protocol: non-overlapping windows over the first `max_tokens` tokens."""
+
+    datasets: list[Literal["wiki", "news"]] = Field(default_factory=lambda: ["wiki", "news"])
+    max_tokens: int = Field(16384, ge=64, le=1_048_576, description="tokens of each evaluation text used")
+    window: int = Field(512, ge=16, le=8192, description="tokens per non-overlapping window")
+    kl: bool = Field(True, description="KL divergence of the compressed model to the original")
+    original: bool = Field(True, description="also evaluate the original model (before/after in the report)")
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> EvalConfig:
+        if self.datasets and self.window > self.max_tokens:
+            raise ValueError(f"window ({self.window}) is longer than max_tokens ({self.max_tokens}); allowed: window <= max_tokens")
+        return self
+
+
+class ExportConfig(StrictModel):
+    """How the compressed checkpoint is written."""
+
+    format: Literal["compressed-tensors", "none"] = Field(
+        "compressed-tensors", description="packed integer checkpoint with a manifest, or no checkpoint"
+    )
+
+
+class Recipe(StrictModel):
+    """An ordered list of stages plus the calibration, evaluation and export settings."""
+
+    version: Literal[1] = SPEC_VERSION
+    name: str | None = Field(None, max_length=128)
+    stages: list[Stage] = Field(default_factory=list, max_length=32)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _stage_order(self) -> Recipe:
+        problems = stage_order_problems(self.stage_configs(), self.calibration.samples)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def stage_configs(self) -> list[StrictModel]:
+        return [stage_config(s) for s in self.stages]
+
+    def final_kv_cache(self) -> KVCacheQuantConfig | None:
+        """The KV-cache quantization the compressed model ends with.
+
+        Each quantize stage replaces the dynamic quantizers of the one before, so the last
+        quantize stage decides; this is what `online_qk: auto` and the export describe.
+        """
+        last = next((c for c in reversed(self.stage_configs()) if isinstance(c, QuantizeConfig)), None)
+        return last.kv_cache if last is not None else None
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+class JobSpec(StrictModel):
+    """What a client submits: a model from the store and a recipe."""
+
+    version: Literal[1] = SPEC_VERSION
+    model: str = Field(..., pattern=MODEL_NAME_PATTERN, description="a model name in the model store, e.g. smollm2-135m")
+    recipe: Recipe
