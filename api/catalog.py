@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from api.settings import Settings
+from service.settings import Settings
 
 
 def list_models(settings: Settings) -> list[dict[str, Any]]:

@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from api.db import keys
-from api.db.database import Database
-from api.settings import Settings
-from workers.artifacts import ArtifactStore
+from service.db import keys
+from service.db.database import Database
+from service.settings import Settings
+from service.storage import ArtifactStore
 from workers.executor import Executor
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer cmp_…` (from `compressor keys create`)")

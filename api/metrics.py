@@ -9,8 +9,8 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select
 
-from api.db.database import Database
-from api.db.models import JOB_STATUSES, TERMINAL_STATUSES, Job
+from service.db.database import Database
+from service.db.models import JOB_STATUSES, TERMINAL_STATUSES, Job
 
 DURATION_BUCKETS = (10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 24 * 3600.0)
 

@@ -24,7 +24,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def _settings(args: argparse.Namespace, **overrides: Any):  # noqa: ANN202
-    from api.settings import Settings
+    from service.settings import Settings
 
     values = {k: v for k, v in overrides.items() if v is not None}
     if getattr(args, "database_url", None):
@@ -46,8 +46,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    from api.db import keys
-    from api.db.database import Database
+    from service.db import keys
+    from service.db.database import Database
 
     db = Database(_settings(args).database_url)
     db.migrate()
@@ -59,8 +59,8 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
-    from api.db import keys
-    from api.db.database import Database
+    from service.db import keys
+    from service.db.database import Database
 
     db = Database(_settings(args).database_url)
     db.migrate()
@@ -71,8 +71,8 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    from api.db import keys
-    from api.db.database import Database
+    from service.db import keys
+    from service.db.database import Database
 
     db = Database(_settings(args).database_url)
     with db.transaction() as s:
@@ -99,7 +99,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _local_worker(args: argparse.Namespace) -> int:
-    from api.db.database import Database
+    from service.db.database import Database
     from workers.local import LocalExecutor
 
     settings = _settings(args, local_concurrency=args.concurrency)

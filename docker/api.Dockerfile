@@ -17,6 +17,7 @@ print('\n'.join([d for d in p['optional-dependencies']['service'] if name(d) not
     && cat /tmp/requirements.txt && pip install -r /tmp/requirements.txt
 
 COPY compressor ./compressor
+COPY service ./service
 COPY api ./api
 COPY workers ./workers
 COPY recipes ./recipes

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from api.db.database import Database
-from api.settings import Settings
+from service.db.database import Database
+from service.settings import Settings
 
 
 class Executor(Protocol):

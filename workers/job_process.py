@@ -18,8 +18,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from api.db import jobs as jobs_db
-from api.db.database import Database
+from service.db import jobs as jobs_db
+from service.db.database import Database
 
 CANCEL_POLL_S = 0.5
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 
-from api.db import jobs as jobs_db
-from api.db.database import Database
-from api.settings import Settings
+from service.db import jobs as jobs_db
+from service.db.database import Database
+from service.settings import Settings
 from workers.maintenance import expire_leases
 from workers.supervisor import run_job, worker_name
 

@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from api.db import jobs as jobs_db
-from api.db.database import Database
-from api.db.models import Job
-from api.settings import Settings
+from service.db import jobs as jobs_db
+from service.db.database import Database
+from service.db.models import Job
+from service.settings import Settings
 from workers import job_process
-from workers.artifacts import open_artifact_store
+from service.storage import open_store
 
 log = logging.getLogger("compressor.worker")
 
@@ -124,7 +124,7 @@ class JobRun:
             return None
         if result is not None and result["status"] == "succeeded":
             try:
-                artifacts = open_artifact_store(s_).publish(lease.job_id, self.out_dir)
+                artifacts = open_store(s_.artifacts_url, s_.artifacts_dir).publish(lease.job_id, self.out_dir)
             except OSError as e:
                 return self._finish("failed", f"storing the artifacts failed: {e}", level="error",
                                     error={"type": "ArtifactStoreError", "message": str(e), "stage": "export"})

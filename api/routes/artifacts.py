@@ -18,7 +18,7 @@ from api.byte_ranges import parse_byte_range
 from api.deps import ArtifactStoreDep, DatabaseDep, OwnerDep
 from api.routes.jobs import ERRORS, JobId, _get_owned
 from api.schemas import Artifact, ArtifactList
-from workers.artifacts import ArtifactStoreError, StoredFile
+from service.storage import ArtifactStoreError, StoredFile
 
 router = APIRouter(prefix="/v1/jobs", tags=["artifacts"])
 

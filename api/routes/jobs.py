@@ -11,9 +11,9 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Response
 from sqlalchemy.exc import IntegrityError
 
 from api.catalog import check_model
-from api.db import idempotency
-from api.db import jobs as jobs_db
-from api.db.models import Job
+from service.db import idempotency
+from service.db import jobs as jobs_db
+from service.db.models import Job
 from api.deps import DatabaseDep, ExecutorDep, OwnerDep, SettingsDep
 from api.schemas import ErrorBody, Event, EventList, JobList, JobPublic, JobStatus
 from compressor.spec import JobSpec

@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from api.db.database import Database
-from api.settings import Settings
+from service.db.database import Database
+from service.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 PG_ADMIN_URL = os.environ.get("COMPRESSOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -106,7 +106,7 @@ def fake_store_entry(home: Path, name: str = "smollm2-135m") -> None:
 
 
 def create_api_key(db: Database, name: str = "alice") -> str:
-    from api.db import keys
+    from service.db import keys
 
     with db.transaction() as s:
         return keys.create_key(s, name)[1]

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from api.db import jobs as jobs_db
-from api.db.database import Database
+from service.db import jobs as jobs_db
+from service.db.database import Database
 from api.main import create_app
-from api.settings import Settings
-from workers.artifacts import LocalArtifactStore
+from service.settings import Settings
+from service.storage import LocalArtifactStore
 
 from .conftest import REPO, create_api_key, fake_store_entry, service_settings
 
@@ -186,7 +186,7 @@ def test_catalog_health_metrics_openapi(api: Api) -> None:
 def test_api_process_never_imports_torch(tmp_path: Path) -> None:
     code = (
         "import sys; from fastapi.testclient import TestClient; from api.main import create_app; "
-        "from api.settings import Settings; "
+        "from service.settings import Settings; "
         f"app = create_app(Settings(home={str(tmp_path)!r}, embedded_workers=False)); "
         "c = TestClient(app).__enter__(); c.get('/v1/recipes'); c.get('/openapi.json'); "
         "import workers.celery_config, workers.supervisor, compressor.models.store, compressor.cli; "

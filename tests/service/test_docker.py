@@ -11,7 +11,7 @@ import pytest
 import tomllib
 import yaml
 
-from api.settings import Settings
+from service.settings import Settings
 from compressor.cli import build_parser
 
 from .conftest import REPO

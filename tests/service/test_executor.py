@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from api.db import jobs as jobs_db
-from api.db.database import Database
-from api.db.models import Job
+from service.db import jobs as jobs_db
+from service.db.database import Database
+from service.db.models import Job
 from api.metrics import JobsCollector
-from api.settings import Settings
+from service.settings import Settings
 from workers.local import LocalExecutor
 
 from .conftest import REPO, create_api_key, service_settings
@@ -58,7 +58,7 @@ class Harness:
     def __init__(self, settings: Settings, db: Database):
         self.settings, self.db = settings, db
         self.owner_key = create_api_key(db)
-        from api.db import keys
+        from service.db import keys
 
         with db.transaction() as s:
             self.owner = keys.find_key(s, self.owner_key).id

@@ -15,7 +15,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from api.db.database import Database
+from service.db.database import Database
 from api.main import create_app
 
 from .conftest import create_api_key, fake_store_entry, service_settings

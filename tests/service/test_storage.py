@@ -12,11 +12,11 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select, update
 from sqlalchemy.exc import IntegrityError
 
-from api.db import idempotency, keys
-from api.db import jobs as jobs_db
-from api.db.database import Database
-from api.db.migrate import downgrade
-from api.db.models import ApiKey, Base, Job
+from service.db import idempotency, keys
+from service.db import jobs as jobs_db
+from service.db.database import Database
+from service.db.migrate import downgrade
+from service.db.models import ApiKey, Base, Job
 
 SPEC = {"version": 1, "model": "smollm2-135m", "recipe": {"name": "w4a16-rtn"}}
 

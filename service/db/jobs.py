@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from api.db.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Job, JobEvent
+from service.db.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Job, JobEvent
 
 JOB_ID_PATTERN = r"^job_[0-9a-f]{24}$"
 

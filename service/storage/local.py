@@ -1,8 +1,8 @@
-"""The artifact store: one folder per job, published atomically with a SHA-256 per file.
+"""The local artifact store, and the interface both stores share (`publish`, `open`).
 
-Two stores share one interface (`publish`, `open`, `delete`): `LocalArtifactStore` (a folder,
-the default) and `S3ArtifactStore` (`workers/s3_artifacts.py`, any S3-compatible service).
-`open_artifact_store(settings)` picks one from `COMPRESSOR_ARTIFACTS_URL`.
+`LocalArtifactStore` keeps one folder per job, published atomically with a SHA-256 per file;
+`S3ArtifactStore` (`service/storage/s3.py`) does the same in a bucket. `open_store` in this
+package's `__init__` picks one by URL.
 """
 
 from __future__ import annotations
@@ -15,10 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from api.settings import Settings
+from typing import Any, Protocol
 
 
 class ArtifactStoreError(OSError):
@@ -69,7 +66,6 @@ def _read_local(path: Path, start: int, end: int, chunk: int = 1 << 20) -> Itera
 class ArtifactStore(Protocol):
     def publish(self, job_id: str, staging: Path) -> list[dict[str, Any]]: ...
     def open(self, job_id: str, name: str) -> StoredFile | None: ...
-    def delete(self, job_id: str) -> None: ...
 
 
 class LocalArtifactStore:
@@ -108,17 +104,3 @@ class LocalArtifactStore:
         path = self.path(job_id, name)
         return None if path is None else StoredFile(name, path.stat().st_size, local_path=path)
 
-    def delete(self, job_id: str) -> None:
-        shutil.rmtree(self.root / job_id, ignore_errors=True)
-
-
-def open_artifact_store(settings: Settings) -> ArtifactStore:
-    """The store `settings.artifacts_url` names: `s3://bucket/prefix?…`, else the local folder."""
-    url = settings.artifacts_url
-    if url.startswith("s3://"):
-        from workers.s3_artifacts import S3ArtifactStore
-
-        return S3ArtifactStore.from_url(url)
-    if url.startswith("file://"):
-        return LocalArtifactStore(Path(url.removeprefix("file://")))
-    return LocalArtifactStore(Path(settings.artifacts_dir))  # type: ignore[arg-type]

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.storage.url import parse_s3_url
+
 
 def default_home() -> Path:
     return Path("~/.cache/compressor").expanduser()
@@ -52,8 +54,6 @@ class Settings(BaseSettings):
     @classmethod
     def _check_artifacts_url(cls, url: str) -> str:
         if url.startswith("s3://"):
-            from workers.s3_artifacts import parse_s3_url
-
             parse_s3_url(url)  # ValueError saying what is wrong
         elif url and not url.startswith("file:///"):
             raise ValueError(f"must start with s3:// or file:///, got {url!r}")

@@ -18,49 +18,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-from workers.artifacts import ArtifactStoreError, StoredFile, list_staging
+from service.storage.local import ArtifactStoreError, StoredFile, list_staging
+from service.storage.url import S3Location, parse_s3_url
 
 POINTER = "published.json"
-URL_OPTIONS = ("endpoint_url", "region", "addressing_style")
-
-
-@dataclass(frozen=True)
-class S3Location:
-    bucket: str
-    prefix: str
-    endpoint_url: str | None = None
-    region: str | None = None
-    addressing_style: str | None = None
-
-
-def parse_s3_url(url: str) -> S3Location:
-    """`s3://bucket/prefix?endpoint_url=…&region=…&addressing_style=path|virtual` → S3Location.
-
-    Raises ValueError saying what is wrong (used by the settings check as well)."""
-    parts = urlsplit(url)
-    if parts.scheme != "s3":
-        raise ValueError(f"an S3 artifacts URL starts with s3://, got {url!r}")
-    if not parts.netloc or parts.username or parts.password:
-        raise ValueError("the S3 artifacts URL needs a bucket (s3://bucket/prefix) and no credentials; "
-                         "credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile")
-    query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(query) - set(URL_OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown S3 URL option(s) {unknown}; allowed: {list(URL_OPTIONS)}")
-    options = {k: v[-1] for k, v in query.items()}
-    endpoint = options.get("endpoint_url")
-    if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
-        raise ValueError(f"endpoint_url must be an http(s) URL, got {endpoint!r}")
-    style = options.get("addressing_style")
-    if style is not None and style not in ("path", "virtual", "auto"):
-        raise ValueError(f"addressing_style must be path, virtual or auto, got {style!r}")
-    return S3Location(bucket=parts.netloc, prefix=parts.path.strip("/"), endpoint_url=endpoint,
-                      region=options.get("region"), addressing_style=style)
 
 
 class S3ArtifactStore:
@@ -123,17 +87,14 @@ class S3ArtifactStore:
 
         return StoredFile(name, int(entry["size"]), reader=read)
 
-    def delete(self, job_id: str) -> None:
-        self._delete_keys(job_id, keep=None)
-
-    def _delete_keys(self, job_id: str, keep: str | None) -> None:
-        """Delete the job's objects; with `keep`, all but the pointer and that upload."""
+    def _delete_keys(self, job_id: str, keep: str) -> None:
+        """Delete the job's objects but the pointer and the upload `keep` (an earlier attempt's files)."""
         base = self._key(job_id) + "/"
-        kept = (base + POINTER, base + f"{keep}/") if keep else ()
+        kept = (base + POINTER, base + f"{keep}/")
         with _errors(f"deleting old artifacts of {job_id} in s3://{self.bucket}"):
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base)
             for page in pages:
-                doomed = [{"Key": o["Key"]} for o in page.get("Contents", []) if not (kept and o["Key"].startswith(kept))]
+                doomed = [{"Key": o["Key"]} for o in page.get("Contents", []) if not o["Key"].startswith(kept)]
                 if doomed:
                     self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": doomed, "Quiet": True})
 

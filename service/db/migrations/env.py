@@ -1,10 +1,10 @@
-"""Alembic environment: the engine (or an open connection) comes from `api.db.migrate`."""
+"""Alembic environment: the engine (or an open connection) comes from `service.db.migrate`."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from api.db.models import Base
+from service.db.models import Base
 
 config = context.config
 

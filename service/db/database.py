@@ -8,8 +8,8 @@ from contextlib import contextmanager
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from api.db.engine import READ_ONLY_OPTION, make_engine, make_sessionmaker
-from api.db.migrate import upgrade
+from service.db.engine import READ_ONLY_OPTION, make_engine, make_sessionmaker
+from service.db.migrate import upgrade
 
 
 class Database:

@@ -13,7 +13,7 @@ import time
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from api.db.models import ApiKey
+from service.db.models import ApiKey
 
 KEY_PREFIX = "cmp_"
 

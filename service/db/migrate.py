@@ -1,6 +1,6 @@
 """Bring a database to the newest schema with Alembic (run by every process at start).
 
-`python -m api.db.migrate [URL]` does the same by hand. Concurrent starts are safe: on
+`python -m service.db.migrate [URL]` does the same by hand. Concurrent starts are safe: on
 PostgreSQL the migration holds an advisory lock, on SQLite the immediate transaction is one.
 """
 
@@ -49,8 +49,8 @@ def _with_connection(engine: Engine, conn) -> Config:  # noqa: ANN001
 
 
 if __name__ == "__main__":
-    from api.db.engine import make_engine
-    from api.settings import Settings
+    from service.db.engine import make_engine
+    from service.settings import Settings
 
     url = sys.argv[1] if len(sys.argv) > 1 else Settings().database_url
     upgrade(make_engine(url))

@@ -7,7 +7,7 @@ import time
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.db.models import IdempotencyKey
+from service.db.models import IdempotencyKey
 
 
 def find(session: Session, owner: str, key: str) -> IdempotencyKey | None:
