@@ -196,13 +196,13 @@ def _service_env(home: Path, data: Path, runner: str, layer_s: float) -> dict[st
 
 
 def _cli(env: dict[str, str], *args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "compressor.cli_service", *args], cwd=REPO, env=env,
+    out = subprocess.run([sys.executable, "-m", "api.cli", *args], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=120, check=True)
     return out.stdout.strip()
 
 
 def _start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "compressor.cli_service", "serve", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port),
                              "--log-level", "warning"], cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:

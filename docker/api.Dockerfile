@@ -23,7 +23,7 @@ COPY workers ./workers
 COPY recipes ./recipes
 # editable: the code runs from /app, so recipes/, migrations and the dashboard's static files
 # are found where the source tree has them
-RUN pip install --no-deps -e . && python -c "import api.main, compressor.cli, sys; assert 'torch' not in sys.modules" \
+RUN pip install --no-deps -e . && python -c "import api.main, api.cli, sys; assert 'torch' not in sys.modules" \
     && useradd --uid 10001 --create-home compressor && mkdir -p /data && chown compressor /data
 USER compressor
 VOLUME /data

@@ -36,7 +36,7 @@ def service_env(tmp_path: Path, home: Path, **extra: str) -> dict[str, str]:
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "compressor.cli_service", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "api.cli", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -45,7 +45,7 @@ class ServiceProcess:
 
     def __init__(self, env: dict[str, str], args: list[str], log: Path):
         self.log = log
-        self.proc = subprocess.Popen([sys.executable, "-m", "compressor.cli_service", *args], cwd=REPO, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "api.cli", *args], cwd=REPO, env=env,
                                      stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
     def output(self) -> str:

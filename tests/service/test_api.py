@@ -189,7 +189,7 @@ def test_api_process_never_imports_torch(tmp_path: Path) -> None:
         "from service.settings import Settings; "
         f"app = create_app(Settings(home={str(tmp_path)!r}, embedded_workers=False)); "
         "c = TestClient(app).__enter__(); c.get('/v1/recipes'); c.get('/openapi.json'); "
-        "import workers.celery_config, workers.supervisor, compressor.models.store, compressor.cli; "
+        "import workers.celery_config, workers.supervisor, compressor.models.store, compressor.cli, api.cli; "
         "assert 'torch' not in sys.modules, 'torch was imported'; print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -12,7 +12,7 @@ import tomllib
 import yaml
 
 from service.settings import Settings
-from compressor.cli import build_parser
+from api.cli import build_parser
 
 from .conftest import REPO
 
@@ -25,7 +25,7 @@ def _compose() -> dict:
 
 
 def _parse_cli(argv: list[str]) -> argparse.Namespace:
-    """Parse with the real `compressor` parser (compressor.cli), without running anything."""
+    """Parse with the real `compressor` parser (api.cli), without running anything."""
     parser = build_parser()
     try:
         return parser.parse_args(argv)
@@ -85,4 +85,4 @@ def test_api_image_stays_torch_free() -> None:
     assert service and not any(d.lower().startswith(("torch", "triton", "transformers")) for d in service)
     text = (DOCKER / "api.Dockerfile").read_text()
     assert "pip install --no-deps -e ." in text and "'torch' not in sys.modules" in text
-    assert (REPO / "pyproject.toml").read_text().count('compressor = "compressor.cli:main"') == 1  # the CMD's script
+    assert (REPO / "pyproject.toml").read_text().count('compressor = "api.cli:main"') == 1  # the CMD's script

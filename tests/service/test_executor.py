@@ -183,7 +183,7 @@ def _local_worker(settings: Settings, log: Path) -> subprocess.Popen:
            "COMPRESSOR_DATABASE_URL": settings.database_url, "COMPRESSOR_LEASE_S": "3", "COMPRESSOR_HEARTBEAT_S": "0.5",
            "COMPRESSOR_POLL_S": "0.2", "COMPRESSOR_JOB_RUNNER": "workers.dry_run:run", "COMPRESSOR_MAX_ATTEMPTS": "2",
            "COMPRESSOR_EVENT_FLUSH_S": "0.2"}
-    return subprocess.Popen([sys.executable, "-m", "compressor.cli_service", "worker", "--local"], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "api.cli", "worker", "--local"], cwd=REPO, env=env,
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 

@@ -1,9 +1,10 @@
-"""Service commands of the `compressor` CLI: serve, keys, worker, submit, status, wait, download, cancel.
+"""The `compressor` console script: the library's commands plus the service's.
 
-`compressor/cli.py` calls `add_service_commands(subparsers)`; each command sets `func`,
-which takes the parsed Namespace and returns an exit code. Nothing here imports torch, and
-web/queue packages are imported only inside the commands that need them.
-`python -m compressor.cli_service …` runs these commands on their own.
+`build_parser()` starts from `compressor.cli.build_parser()` (run, models, recipes, generate)
+and adds serve, keys, worker (server side) and submit, status, wait, download, cancel
+(client side). Each command sets `func`, which takes the parsed Namespace and returns an exit
+code. Nothing here imports torch, and web/queue packages are imported only inside the
+commands that need them. `python -m api.cli …` is the same command.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 import threading
 from pathlib import Path
 from typing import Any
+
+from compressor.cli import build_parser as library_parser
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -296,11 +299,17 @@ def add_service_commands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_download)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = library_parser()
+    parser.description = __doc__.split("\n\n")[0]
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    add_service_commands(subparsers)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="compressor", description="compressor service commands")
-    add_service_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":
