@@ -25,7 +25,7 @@ def check_model(name: str, settings: Settings) -> None:
         raise HTTPException(422, [{"loc": ["body", "model"], "msg": str(e), "type": "unknown_model"}]) from None
 
 
-def list_recipes() -> dict[str, Any]:
-    from compressor.spec import ready_made_recipes
+def list_recipes() -> dict[str, dict[str, Any]]:
+    from api.job_request import ready_made
 
-    return {name: recipe.model_dump(mode="json") for name, recipe in ready_made_recipes().items()}
+    return ready_made()

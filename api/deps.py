@@ -1,14 +1,16 @@
-"""Request dependencies: settings, database, executor, and the caller's API key."""
+"""Request dependencies: settings, database, executor, the caller's API key, and a job the caller owns."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, Security
+from fastapi import Depends, HTTPException, Path, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from service.db import jobs as jobs_db
 from service.db import keys
 from service.db.database import Database
+from service.db.models import Job
 from service.settings import Settings
 from service.storage import ArtifactStore
 from workers.executor import Executor
@@ -58,3 +60,18 @@ def current_owner(
 
 
 OwnerDep = Annotated[str, Depends(current_owner)]
+
+
+JobId = Annotated[str, Path(pattern=jobs_db.JOB_ID_PATTERN, description="a job id, `job_` + 24 hex digits")]
+
+
+def owned_job(job_id: JobId, owner: OwnerDep, db: DatabaseDep) -> Job:
+    """The job `job_id` if the caller's key owns it; 404 otherwise (another key's job does not exist for you)."""
+    with db.read() as s:
+        job = jobs_db.get_job(s, job_id, owner=owner)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id}")
+    return job
+
+
+OwnedJobDep = Annotated[Job, Depends(owned_job)]

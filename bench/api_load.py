@@ -189,7 +189,7 @@ def _service_env(home: Path, data: Path, runner: str, layer_s: float) -> dict[st
         "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"), "COMPRESSOR_HOME": str(home),
         "COMPRESSOR_DATABASE_URL": f"sqlite:///{data / 'jobs.db'}", "COMPRESSOR_ARTIFACTS_DIR": str(data / "artifacts"),
         "COMPRESSOR_WORK_DIR": str(data / "work"),
-        "COMPRESSOR_JOB_RUNNER": "workers.dry_run:run" if runner == "dry-run" else "compressor:run",
+        "COMPRESSOR_JOB_RUNNER": "dry-run" if runner == "dry-run" else "pipeline",
         "COMPRESSOR_DRY_RUN_LAYER_S": str(layer_s),
     })
     return env

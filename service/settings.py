@@ -46,8 +46,9 @@ class Settings(BaseSettings):
     event_flush_s: float = Field(0.5, ge=0, description="minimum seconds between the job process's event writes")
 
     max_body_bytes: int = Field(1 << 20, ge=1024, description="requests with a larger body get 413")
-    job_runner: str = Field(
-        "compressor:run", description="module:function the job process calls (workers.dry_run:run for smoke tests)")
+    job_runner: Literal["pipeline", "dry-run"] = Field(
+        "pipeline", description="what the job process runs: the compression pipeline (compressor.run), or the "
+                                "torch-free stand-in workers/dry_run.py that smoke-tests a deployment in seconds")
     dashboard: bool = True
 
     @field_validator("artifacts_url")

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
-from service.db.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Job, JobEvent
+from service.db.models import Job, JobEvent
+from service.records import ACTIVE_STATUSES, TERMINAL_STATUSES, JobProgress, JobStatus
 
 JOB_ID_PATTERN = r"^job_[0-9a-f]{24}$"
 
@@ -77,8 +78,10 @@ def get_job(session: Session, job_id: str, owner: str | None = None) -> Job | No
 def list_jobs(
     session: Session, owner: str, *, statuses: Sequence[str] = (), limit: int = 20, before: str | None = None
 ) -> tuple[list[Job], bool]:
-    """Newest first; `before` is the id of the last job of the previous page."""
-    stmt = select(Job).where(Job.owner == owner)
+    """Newest first; `before` is the id of the last job of the previous page. Without the large JSON
+    columns (spec, report, artifacts; a list shows none of them): reading them is an error."""
+    stmt = select(Job).options(defer(Job.spec, raiseload=True), defer(Job.report, raiseload=True),
+                               defer(Job.artifacts, raiseload=True)).where(Job.owner == owner)
     if statuses:
         stmt = stmt.where(Job.status.in_(statuses))
     if before:
@@ -94,12 +97,14 @@ def list_events(session: Session, job_id: str, *, after: int = 0, limit: int = 1
 
 
 def next_queued_ids(session: Session, executor: str, limit: int = 8) -> list[str]:
-    stmt = select(Job.id).where(Job.status == "queued", Job.executor == executor).order_by(Job.id).limit(limit)
+    stmt = select(Job.id).where(Job.status == JobStatus.queued, Job.executor == executor).order_by(Job.id).limit(limit)
     return list(session.scalars(stmt))
 
 
-def count_by_status(session: Session) -> dict[str, int]:
-    return {status: n for status, n in session.execute(select(Job.status, func.count()).group_by(Job.status))}
+def count_by_status(session: Session) -> dict[JobStatus, int]:
+    """Jobs per status, every status present (0 for none)."""
+    counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+    return {status: counts.get(status.value, 0) for status in JobStatus}
 
 
 # --------------------------------------------------------------------------- writes
@@ -117,12 +122,12 @@ def create_job(
 ) -> Job:
     t = now()
     job = Job(
-        id=new_job_id(), owner=owner, status="queued", executor=executor, model=model, recipe_name=recipe_name,
+        id=new_job_id(), owner=owner, status=JobStatus.queued, executor=executor, model=model, recipe_name=recipe_name,
         spec=spec, attempt=0, max_attempts=max_attempts, cancel_requested=False, created_at=t, updated_at=t,
     )
     session.add(job)
     session.flush()
-    add_event(session, job.id, f"queued on the {executor} executor", kind="status", data={"status": "queued"})
+    add_event(session, job.id, f"queued on the {executor} executor", kind="status", data={"status": JobStatus.queued})
     return job
 
 
@@ -139,7 +144,9 @@ def add_events(session: Session, job_id: str, events: Iterable[dict[str, Any]]) 
                   data=e.get("data"), created_at=e.get("created_at"))
 
 
-def transition(session: Session, job_id: str, expected: str | Sequence[str], new: str, **values: Any) -> bool:
+def transition(
+    session: Session, job_id: str, expected: JobStatus | Sequence[JobStatus], new: JobStatus, **values: Any
+) -> bool:
     """`UPDATE jobs SET status=new, … WHERE id=job_id AND status IN expected`; True if it moved."""
     expected = (expected,) if isinstance(expected, str) else tuple(expected)
     stmt = (
@@ -162,8 +169,8 @@ def claim(session: Session, job_id: str, worker: str, lease_s: float) -> Lease |
     """queued → running for `worker`, attempt + 1. None if the job was not queued any more."""
     t = now()
     stmt = (
-        update(Job).where(Job.id == job_id, Job.status == "queued")
-        .values(status="running", attempt=Job.attempt + 1, lease_owner=worker, lease_expires_at=t + lease_s,
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.queued)
+        .values(status=JobStatus.running, attempt=Job.attempt + 1, lease_owner=worker, lease_expires_at=t + lease_s,
                 started_at=func.coalesce(Job.started_at, t), updated_at=t, phase="starting", progress=None, error=None)
         .execution_options(synchronize_session=False)
     )
@@ -171,37 +178,37 @@ def claim(session: Session, job_id: str, worker: str, lease_s: float) -> Lease |
         return None
     attempt, max_attempts = session.execute(select(Job.attempt, Job.max_attempts).where(Job.id == job_id)).one()
     add_event(session, job_id, f"started by {worker} (attempt {attempt} of {max_attempts})",
-              data={"status": "running", "worker": worker, "attempt": attempt})
+              data={"status": JobStatus.running, "worker": worker, "attempt": attempt})
     return Lease(job_id, worker, attempt)
 
 
-def renew_lease(session: Session, lease: Lease, lease_s: float) -> str | None:
+def renew_lease(session: Session, lease: Lease, lease_s: float) -> JobStatus | None:
     """Extend the lease; returns the job's status (running/cancelling), None if the lease is lost."""
     t = now()
     stmt = update(Job).where(*_leased(lease)).values(lease_expires_at=t + lease_s).execution_options(synchronize_session=False)
     if session.execute(stmt).rowcount != 1:
         return None
-    return session.execute(select(Job.status).where(Job.id == lease.job_id)).scalar_one()
+    return JobStatus(session.execute(select(Job.status).where(Job.id == lease.job_id)).scalar_one())
 
 
-def update_progress(session: Session, lease: Lease, *, phase: str | None, progress: dict[str, Any] | None) -> bool:
+def update_progress(session: Session, lease: Lease, *, phase: str | None, progress: JobProgress | None) -> bool:
     values: dict[str, Any] = {"updated_at": now()}
     if phase is not None:
         values["phase"] = phase
     if progress is not None:
-        values["progress"] = progress
+        values["progress"] = progress.model_dump(mode="json")
     stmt = update(Job).where(*_leased(lease)).values(**values).execution_options(synchronize_session=False)
     return session.execute(stmt).rowcount == 1
 
 
-def cancel_requested(session: Session, lease: Lease) -> bool:
-    """True when the job should stop: cancel asked, or the lease is no longer ours."""
+def should_stop(session: Session, lease: Lease) -> bool:
+    """True when the job process should stop: cancel asked, or the lease is no longer ours."""
     row = session.execute(select(Job.status, Job.lease_owner, Job.attempt).where(Job.id == lease.job_id)).first()
-    return row is None or row.status != "running" or row.lease_owner != lease.owner or row.attempt != lease.attempt
+    return row is None or row.status != JobStatus.running or row.lease_owner != lease.owner or row.attempt != lease.attempt
 
 
 def finish(
-    session: Session, lease: Lease, status: str, *, message: str, level: str = "info",
+    session: Session, lease: Lease, status: JobStatus, *, message: str, level: str = "info",
     expired_before: float | None = None, **values: Any,
 ) -> bool:
     """running|cancelling → a terminal status, fenced by the lease."""
@@ -230,31 +237,31 @@ def release_for_retry(
     if job.attempt < job.max_attempts:
         stmt = (
             update(Job).where(*_leased(lease, expired_before))
-            .values(status="queued", lease_owner=None, lease_expires_at=None, phase=None, updated_at=now())
+            .values(status=JobStatus.queued, lease_owner=None, lease_expires_at=None, phase=None, updated_at=now())
             .execution_options(synchronize_session=False)
         )
         if session.execute(stmt).rowcount != 1:
             return None
         add_event(session, lease.job_id, f"{reason}; re-queued (attempt {job.attempt} of {job.max_attempts} used)",
-                  level="warning", data={"status": "queued", "attempt": job.attempt})
-        return "queued"
+                  level="warning", data={"status": JobStatus.queued, "attempt": job.attempt})
+        return JobStatus.queued
     error = {"type": "WorkerLost", "message": f"{reason}; gave up after {job.attempt} attempts", "stage": None}
-    ok = finish(session, lease, "failed", message=error["message"], level="error", error=error,
+    ok = finish(session, lease, JobStatus.failed, message=error["message"], level="error", error=error,
                 expired_before=expired_before)
-    return "failed" if ok else None
+    return JobStatus.failed if ok else None
 
 
 def request_cancel(session: Session, job_id: str) -> str:
     """queued → cancelled at once; running → cancelling (the worker stops it). Returns the new status."""
     t = now()
-    if transition(session, job_id, "queued", "cancelled", cancel_requested=True, finished_at=t):
-        add_event(session, job_id, "cancelled before it started", data={"status": "cancelled"})
-        return "cancelled"
-    if transition(session, job_id, "running", "cancelling", cancel_requested=True):
-        add_event(session, job_id, "cancel requested; stopping at the next layer boundary", data={"status": "cancelling"})
-        return "cancelling"
+    if transition(session, job_id, JobStatus.queued, JobStatus.cancelled, cancel_requested=True, finished_at=t):
+        add_event(session, job_id, "cancelled before it started", data={"status": JobStatus.cancelled})
+        return JobStatus.cancelled
+    if transition(session, job_id, JobStatus.running, JobStatus.cancelling, cancel_requested=True):
+        add_event(session, job_id, "cancel requested; stopping at the next layer boundary", data={"status": JobStatus.cancelling})
+        return JobStatus.cancelling
     status = session.execute(select(Job.status).where(Job.id == job_id)).scalar_one()
-    if status == "cancelling":
+    if status == JobStatus.cancelling:
         return status
     raise InvalidTransition(job_id, status, "cancel")
 
@@ -272,10 +279,10 @@ def expire_leases(session: Session) -> list[tuple[str, str]]:
     for row in stale:
         lease = Lease(row.id, row.lease_owner, row.attempt)
         reason = f"worker {row.lease_owner} stopped heartbeating (lease expired)"
-        if row.status == "cancelling":
-            if finish(session, lease, "cancelled", message=f"{reason} while cancelling; cancelled", level="warning",
+        if row.status == JobStatus.cancelling:
+            if finish(session, lease, JobStatus.cancelled, message=f"{reason} while cancelling; cancelled", level="warning",
                       expired_before=t):
-                moved.append((row.id, "cancelled"))
+                moved.append((row.id, JobStatus.cancelled))
             continue
         new = release_for_retry(session, lease, reason=reason, expired_before=t)
         if new:

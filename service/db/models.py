@@ -12,9 +12,6 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-JOB_STATUSES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
-ACTIVE_STATUSES = ("running", "cancelling")
-TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
 
 # an auto-increment 64-bit key on PostgreSQL; SQLite only auto-increments INTEGER PRIMARY KEY
 EventId = BigInteger().with_variant(Integer, "sqlite")

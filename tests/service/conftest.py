@@ -89,7 +89,7 @@ def service_settings(tmp_path: Path, **overrides: object) -> Settings:
     """Settings for a test: everything under tmp_path, short leases, the dry-run runner."""
     values: dict[str, object] = {
         "home": tmp_path / "home", "lease_s": 3.0, "heartbeat_s": 0.5, "poll_s": 0.2, "cancel_grace_s": 2.0,
-        "event_flush_s": 0.2, "job_runner": "workers.dry_run:run", "max_attempts": 2,
+        "event_flush_s": 0.2, "job_runner": "dry-run", "max_attempts": 2,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -106,7 +106,7 @@ def _submit_until_first_layer(client: Client, server: Server) -> tuple[str, int 
 def test_restart_with_workers_apart_from_the_api(db_url: str, tmp_path: Path) -> None:
     home = tmp_path / "home"
     fake_store_entry(home)
-    env = service_env(tmp_path, home, COMPRESSOR_DATABASE_URL=db_url, COMPRESSOR_JOB_RUNNER="workers.dry_run:run",
+    env = service_env(tmp_path, home, COMPRESSOR_DATABASE_URL=db_url, COMPRESSOR_JOB_RUNNER="dry-run",
                       COMPRESSOR_DRY_RUN_LAYER_S="1.5")
     client = Client(_key(env))
     worker = ServiceProcess(env, ["worker", "--local"], tmp_path / "worker.log")
@@ -131,7 +131,7 @@ def test_restart_with_workers_apart_from_the_api(db_url: str, tmp_path: Path) ->
 def test_restart_of_the_embedded_api_recovers_the_job(sig: signal.Signals, tmp_path: Path) -> None:
     home = tmp_path / "home"
     fake_store_entry(home)
-    env = service_env(tmp_path, home, COMPRESSOR_JOB_RUNNER="workers.dry_run:run", COMPRESSOR_DRY_RUN_LAYER_S="0.7")
+    env = service_env(tmp_path, home, COMPRESSOR_JOB_RUNNER="dry-run", COMPRESSOR_DRY_RUN_LAYER_S="0.7")
     client = Client(_key(env))
     first = Server(env, tmp_path / "serve1.log")
     second = None

@@ -12,7 +12,7 @@ from .servers import Server, cli, service_env
 def test_keys_submit_status_wait_download_cancel(tmp_path: Path) -> None:
     home = tmp_path / "home"
     fake_store_entry(home)
-    env = service_env(tmp_path, home, COMPRESSOR_JOB_RUNNER="workers.dry_run:run", COMPRESSOR_DRY_RUN_LAYER_S="0.1")
+    env = service_env(tmp_path, home, COMPRESSOR_JOB_RUNNER="dry-run", COMPRESSOR_DRY_RUN_LAYER_S="0.1")
     created = cli(env, "keys", "create", "--name", "ci")
     assert created.returncode == 0 and created.stdout.startswith("cmp_") and "shown once" in created.stderr
     key = created.stdout.strip()
@@ -32,8 +32,8 @@ def test_keys_submit_status_wait_download_cancel(tmp_path: Path) -> None:
         status = json.loads(cli(client, "status", job_id, "--json").stdout)
         assert status["spec"]["recipe"]["eval"]["max_tokens"] == 512 and status["status"] == "succeeded"
         dl = cli(client, "download", job_id, "--out", str(tmp_path / "dl"), "--name", "report.json")
-        assert dl.returncode == 0 and json.loads((tmp_path / "dl" / "report.json").read_text())["dry_run"] is True
-        assert not (tmp_path / "dl" / "model.safetensors").exists()
+        assert dl.returncode == 0 and json.loads((tmp_path / "dl" / "report.json").read_text())["job"]["dry_run"] is True
+        assert not (tmp_path / "dl" / "checkpoint").exists()
 
         cancel = cli(client, "cancel", job_id)
         assert cancel.returncode == 2 and "409" in cancel.stderr and "already succeeded" in cancel.stderr

@@ -39,7 +39,7 @@ def browser(tmp_path: Path):  # noqa: ANN201
 def test_submit_a_job_and_watch_it_finish(browser, tmp_path: Path) -> None:  # noqa: ANN001
     home = tmp_path / "home"
     fake_store_entry(home)
-    env = service_env(tmp_path, home, COMPRESSOR_JOB_RUNNER="workers.dry_run:run", COMPRESSOR_DRY_RUN_LAYER_S="0.4")
+    env = service_env(tmp_path, home, COMPRESSOR_JOB_RUNNER="dry-run", COMPRESSOR_DRY_RUN_LAYER_S="0.4")
     server = Server(env, tmp_path / "serve.log")
     try:
         key = cli(env, "keys", "create", "--name", "browser").stdout.strip()

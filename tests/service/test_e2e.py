@@ -40,7 +40,7 @@ def _compress_and_check(env: dict[str, str], server: Server, tmp_path: Path) -> 
 
     headers = {"Authorization": f"Bearer {key}"}
     job = httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=headers).json()
-    ppl = job["metrics"]["perplexity"]
+    ppl = job["report"]["perplexity"]
     assert 1 < ppl["original"]["wiki"] < ppl["compressed"]["wiki"] < 10 * ppl["original"]["wiki"]
     events = httpx.get(f"{server.url}/v1/jobs/{job_id}/events", params={"limit": 1000}, headers=headers).json()["data"]
     assert any(e["kind"] == "layer" for e in events)
@@ -86,7 +86,7 @@ def test_celery_lost_worker_job_is_requeued_and_finishes(tmp_path: Path, redis_u
     fake_store_entry(home)
     env = service_env(tmp_path, home, COMPRESSOR_EXECUTOR="celery", COMPRESSOR_BROKER_URL=redis_url,
                       COMPRESSOR_CELERY_QUEUE=f"compressor-test-{secrets.token_hex(4)}",
-                      COMPRESSOR_JOB_RUNNER="workers.dry_run:run", COMPRESSOR_DRY_RUN_LAYER_S="0.5")
+                      COMPRESSOR_JOB_RUNNER="dry-run", COMPRESSOR_DRY_RUN_LAYER_S="0.5")
     server = Server(env, tmp_path / "serve.log")
     first = ServiceProcess(env, ["worker", "--hostname", "first@%h"], tmp_path / "worker1.log")
     second = None

@@ -108,7 +108,7 @@ def test_job_runs_to_success_with_events_and_artifacts(harness: Harness) -> None
     assert (job.attempt, job.phase, job.progress["fraction"]) == (1, "done", 1.0)
     assert job.report["perplexity"]["compressed"]["wiki"] == 20.5 and job.duration_s > 0
     names = {a["name"]: a for a in job.artifacts}
-    assert set(names) == {"model.safetensors", "report.json", "manifest.json"}
+    assert set(names) == {"checkpoint/model.safetensors", "checkpoint/config.json", "checkpoint/manifest.json", "report.json"}
     for name, art in names.items():
         path = Path(harness.settings.artifacts_dir) / job_id / name
         assert hashlib.sha256(path.read_bytes()).hexdigest() == art["sha256"] and path.stat().st_size == art["size"]
@@ -181,7 +181,7 @@ def test_process_that_always_dies_fails_with_the_reason(harness: Harness) -> Non
 def _local_worker(settings: Settings, log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "COMPRESSOR_HOME": str(settings.home),
            "COMPRESSOR_DATABASE_URL": settings.database_url, "COMPRESSOR_LEASE_S": "3", "COMPRESSOR_HEARTBEAT_S": "0.5",
-           "COMPRESSOR_POLL_S": "0.2", "COMPRESSOR_JOB_RUNNER": "workers.dry_run:run", "COMPRESSOR_MAX_ATTEMPTS": "2",
+           "COMPRESSOR_POLL_S": "0.2", "COMPRESSOR_JOB_RUNNER": "dry-run", "COMPRESSOR_MAX_ATTEMPTS": "2",
            "COMPRESSOR_EVENT_FLUSH_S": "0.2"}
     return subprocess.Popen([sys.executable, "-m", "api.cli", "worker", "--local"], cwd=REPO, env=env,
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)

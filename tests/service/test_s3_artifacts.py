@@ -127,12 +127,12 @@ def test_job_artifacts_go_to_s3_and_download_with_sha256_and_range(s3_api: tuple
     assert job["status"] == "succeeded", job["error"]
     assert f"artifacts/{job_id}/published.json" in _keys(s3_url)
     arts = {a["name"]: a for a in client.get(f"/v1/jobs/{job_id}/artifacts", headers=alice).json()["data"]}
-    assert set(arts) == {"model.safetensors", "report.json", "manifest.json"}
+    assert set(arts) == {"checkpoint/model.safetensors", "checkpoint/config.json", "checkpoint/manifest.json", "report.json"}
     for art in arts.values():
         r = client.get(art["url"], headers=alice)
         assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == art["sha256"] == r.headers["X-Checksum-SHA256"]
         assert int(r.headers["Content-Length"]) == art["size"] and r.headers["Repr-Digest"].startswith("sha-256=:")
-    url = arts["model.safetensors"]["url"]
+    url = arts["checkpoint/model.safetensors"]["url"]
     whole = client.get(url, headers=alice).content
     part = client.get(url, headers={**alice, "Range": "bytes=100-1123"})
     assert part.status_code == 206 and part.content == whole[100:1124]
@@ -141,7 +141,7 @@ def test_job_artifacts_go_to_s3_and_download_with_sha256_and_range(s3_api: tuple
     assert tail.status_code == 206 and tail.content == whole[-10:]
     outside = client.get(url, headers={**alice, "Range": f"bytes={len(whole)}-"})
     assert outside.status_code == 416 and outside.headers["Content-Range"] == f"bytes */{len(whole)}"
-    assert json.loads(client.get(arts["report.json"]["url"], headers=alice).content)["dry_run"] is True
+    assert json.loads(client.get(arts["report.json"]["url"], headers=alice).content)["job"]["dry_run"] is True
     assert client.get(url, headers=bob).status_code == 404
     assert client.get(f"/v1/jobs/{job_id}/artifacts/nope.bin", headers=alice).status_code == 404
 

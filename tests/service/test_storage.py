@@ -17,6 +17,7 @@ from service.db import jobs as jobs_db
 from service.db.database import Database
 from service.db.migrate import downgrade
 from service.db.models import ApiKey, Base, Job
+from service.records import JobProgress
 
 SPEC = {"version": 1, "model": "smollm2-135m", "recipe": {"name": "w4a16-rtn"}}
 
@@ -73,10 +74,10 @@ def test_claim_is_guarded_and_fenced(db: Database) -> None:
         assert jobs_db.renew_lease(s, lease, 30) == "running"
         stale = jobs_db.Lease(job_id, "w1", 0)
         assert jobs_db.renew_lease(s, stale, 30) is None
-        assert not jobs_db.update_progress(s, stale, phase="x", progress={})
-        assert jobs_db.update_progress(s, lease, phase="quantize", progress={"fraction": 0.5})
-        assert not jobs_db.cancel_requested(s, lease)
-        assert jobs_db.cancel_requested(s, stale)
+        assert not jobs_db.update_progress(s, stale, phase="x", progress=JobProgress())
+        assert jobs_db.update_progress(s, lease, phase="quantize", progress=JobProgress(fraction=0.5))
+        assert not jobs_db.should_stop(s, lease)
+        assert jobs_db.should_stop(s, stale)
     with db.transaction() as s:
         assert jobs_db.finish(s, lease, "succeeded", message="done", report={"kl": {"wiki": 0.1}})
     with db.transaction() as s:
@@ -114,7 +115,7 @@ def test_cancel_transitions(db: Database) -> None:
         assert jobs_db.request_cancel(s, queued) == "cancelled"
         assert jobs_db.request_cancel(s, running) == "cancelling"
         assert jobs_db.request_cancel(s, running) == "cancelling"  # idempotent
-        assert jobs_db.cancel_requested(s, lease)
+        assert jobs_db.should_stop(s, lease)
         assert jobs_db.renew_lease(s, lease, 30) == "cancelling"
     with pytest.raises(jobs_db.InvalidTransition, match="is cancelled"):
         with db.transaction() as s:
@@ -183,7 +184,7 @@ def test_paging_filters_and_events(db: Database) -> None:
         first, more = jobs_db.list_events(s, ids[1], limit=3)
         rest, more2 = jobs_db.list_events(s, ids[1], after=first[-1].id)
         assert [e.message for e in first + rest][1:] == ["e0", "e1", "e2", "e3"] and more and not more2
-        assert jobs_db.count_by_status(s) == {"queued": 5, "cancelled": 1}
+        assert jobs_db.count_by_status(s) == {"queued": 5, "running": 0, "cancelling": 0, "succeeded": 0, "failed": 0, "cancelled": 1}
 
 
 def test_idempotency_key_is_unique_per_owner(db: Database) -> None:
