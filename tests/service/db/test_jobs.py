@@ -1,4 +1,4 @@
-"""Storage: migrations, keys, and the guarded state machine, on SQLite and PostgreSQL."""
+"""The jobs table's guarded state machine, paging, events and idempotency records, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,16 +7,13 @@ import threading
 import time
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-from sqlalchemy import inspect, select, update
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from service.db import idempotency, keys
 from service.db import jobs as jobs_db
 from service.db.database import Database
-from service.db.migrate import downgrade
-from service.db.models import ApiKey, Base, Job
+from service.db.models import Job
 from service.records import JobProgress
 
 SPEC = {"version": 1, "model": "smollm2-135m", "recipe": {"name": "w4a16-rtn"}}
@@ -37,31 +34,6 @@ def _job(db: Database, owner: str, executor: str = "local", max_attempts: int = 
 def _status(db: Database, job_id: str) -> str:
     with db.transaction() as s:
         return s.get(Job, job_id).status
-
-
-def test_migrations_match_models_and_round_trip(db: Database) -> None:
-    db.migrate()  # a second upgrade is a no-op
-    with db.engine.connect() as conn:
-        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-    downgrade(db.engine)
-    assert set(inspect(db.engine).get_table_names()) <= {"alembic_version"}
-    db.migrate()
-    assert {"jobs", "job_events", "api_keys", "idempotency_keys"} <= set(inspect(db.engine).get_table_names())
-
-
-def test_keys_are_stored_hashed(db: Database) -> None:
-    with db.transaction() as s:
-        row, plaintext = keys.create_key(s, "alice")
-    assert plaintext.startswith("cmp_") and len(plaintext) > 40
-    with db.transaction() as s:
-        stored = s.scalars(select(ApiKey)).one()
-        assert plaintext not in (stored.key_hash, stored.name, stored.id)
-        assert keys.find_key(s, plaintext).id == row.id
-        assert keys.find_key(s, plaintext + "x") is None
-        assert keys.find_key(s, "not-a-key") is None
-        assert keys.revoke_key(s, row.id) and not keys.revoke_key(s, row.id)
-    with db.transaction() as s:
-        assert keys.find_key(s, plaintext) is None
 
 
 def test_claim_is_guarded_and_fenced(db: Database) -> None:

@@ -14,7 +14,7 @@ import yaml
 from service.settings import Settings
 from api.cli import build_parser
 
-from .conftest import REPO
+from tests.service_setup import REPO
 
 DOCKER = REPO / "docker"
 CLI = ["compressor"]

@@ -17,7 +17,7 @@ from api.main import create_app
 from service.settings import Settings
 from service.storage import LocalArtifactStore
 
-from .conftest import REPO, create_api_key, fake_store_entry, service_settings
+from tests.service_setup import REPO, create_api_key, fake_store_entry, service_settings
 
 RTN = {"stages": [{"quantize": {"weights": {"bits": 4, "strategy": "group", "group_size": 64, "method": "rtn"}}}],
        "eval": {"max_tokens": 1024, "kl": False}, "name": "w4a16-rtn"}

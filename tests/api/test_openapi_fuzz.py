@@ -18,7 +18,7 @@ from schemathesis.checks import not_a_server_error
 from service.db.database import Database
 from api.main import create_app
 
-from .conftest import create_api_key, fake_store_entry, service_settings
+from tests.service_setup import create_api_key, fake_store_entry, service_settings
 
 
 def _with_known_model(case: schemathesis.Case) -> schemathesis.Case:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import REPO
+from tests.service_setup import REPO
 
 
 def free_port() -> int:

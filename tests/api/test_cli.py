@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .conftest import fake_store_entry
-from .servers import Server, cli, service_env
+from tests.service_setup import fake_store_entry
+from tests.servers import Server, cli, service_env
 
 
 def test_keys_submit_status_wait_download_cancel(tmp_path: Path) -> None:

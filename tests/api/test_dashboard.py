@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import fake_store_entry
-from .servers import Server, cli, service_env
+from tests.service_setup import fake_store_entry
+from tests.servers import Server, cli, service_env
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402

@@ -12,46 +12,24 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from api.metrics import JobsCollector
 from service.db import jobs as jobs_db
 from service.db.database import Database
 from service.db.models import Job
-from api.metrics import JobsCollector
 from service.settings import Settings
 from workers.local import LocalExecutor
 
-from .conftest import REPO, create_api_key, service_settings
+from tests.service_setup import REPO, create_api_key, pid_alive, service_settings, wait_for
 
 
 def spec(name: str = "dry") -> dict:
     return {"model": "smollm2-135m", "recipe": {"name": name, "eval": {"max_tokens": 1024, "kl": False}}}
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is not running
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 class Harness:

@@ -15,9 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import fake_store_entry
-from .servers import Server, ServiceProcess, cli, service_env
-from .test_executor import pid_alive, wait_for
+from tests.service_setup import fake_store_entry, pid_alive, wait_for
+from tests.servers import Server, ServiceProcess, cli, service_env
 
 FAST_EVAL = ["--set", "eval.max_tokens=1024", "--set", "eval.kl=false", "--set", "eval.datasets=[wiki]"]
 

@@ -23,9 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import fake_store_entry
-from .servers import Server, ServiceProcess, cli, service_env
-from .test_executor import pid_alive, wait_for
+from tests.service_setup import fake_store_entry, pid_alive, wait_for
+from tests.servers import Server, ServiceProcess, cli, service_env
 
 SPEC = {"model": "smollm2-135m", "recipe": {"name": "dry", "eval": {"max_tokens": 1024, "kl": False}}}
 

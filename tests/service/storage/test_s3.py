@@ -23,8 +23,7 @@ from service.storage import ArtifactStoreError, open_store
 from service.storage.s3 import S3ArtifactStore
 from service.storage.url import parse_s3_url
 
-from .conftest import create_api_key, fake_store_entry, service_settings
-from .test_executor import wait_for
+from tests.service_setup import create_api_key, fake_store_entry, service_settings, wait_for
 
 PAYLOAD = bytes(range(256)) * 40
 

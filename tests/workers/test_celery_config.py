@@ -6,7 +6,7 @@ from pathlib import Path
 
 from workers.celery_config import make_celery
 
-from .conftest import service_settings
+from tests.service_setup import service_settings
 
 
 def test_celery_runs_one_job_at_a_time_and_never_loses_one(tmp_path: Path) -> None:
