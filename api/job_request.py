@@ -92,9 +92,11 @@ def _with_overrides(base: dict[str, Any], assignments: dict[str, Any]) -> Recipe
     except ValidationError as e:
         details: list[InitErrorDetails] = []
         for err in e.errors(include_url=False):
-            dotted = ".".join(str(p) for p in err["loc"])
+            # a stage's tag repeats in the loc (stages.0.quantize.quantize.weights): once is its path
+            parts = [p for i, p in enumerate(err["loc"]) if i == 0 or p != err["loc"][i - 1]]
+            dotted = ".".join(str(p) for p in parts)
             path = next((p for p in assignments if dotted == p or dotted.startswith(p + ".")), None)
-            loc = ("set", path, *err["loc"][len(path.split(".")):]) if path else tuple(err["loc"])
+            loc = ("set", path, *parts[len(path.split(".")):]) if path else tuple(err["loc"])
             details.append({"type": PydanticCustomError(err["type"], err["msg"]), "loc": loc, "input": err.get("input")})
         raise ValidationError.from_exception_data("RecipeOverrides", details) from None
 

@@ -9,39 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
 from service.db import jobs as jobs_db
-from service.db.database import Database
-from api.main import create_app
-from service.settings import Settings
+from service.records import JobStatus
 from service.storage import LocalArtifactStore
-
-from tests.service_setup import REPO, create_api_key, fake_store_entry, service_settings
-
-RTN = {"stages": [{"quantize": {"weights": {"bits": 4, "strategy": "group", "group_size": 64, "method": "rtn"}}}],
-       "eval": {"max_tokens": 1024, "kl": False}, "name": "w4a16-rtn"}
-SPEC = {"model": "smollm2-135m", "recipe": RTN}
-
-
-class Api:
-    def __init__(self, client: TestClient, settings: Settings, db: Database):
-        self.client, self.settings, self.db = client, settings, db
-        self.alice = {"Authorization": f"Bearer {create_api_key(db, 'alice')}"}
-        self.bob = {"X-API-Key": create_api_key(db, "bob")}
-
-    def submit(self, body: object = SPEC, headers: dict | None = None, **kw: object):  # noqa: ANN201
-        return self.client.post("/v1/jobs", json=body, headers={**self.alice, **(headers or {})}, **kw)
-
-
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[Api]:
-    settings = service_settings(tmp_path, embedded_workers=False)
-    fake_store_entry(settings.home)
-    app = create_app(settings)
-    with TestClient(app) as client:
-        yield Api(client, settings, app.state.db)
-
+from tests.api.conftest import RTN, SPEC, Api
+from tests.service_setup import REPO
 
 def _errors(response) -> list[dict]:  # noqa: ANN001
     return response.json()["detail"]
@@ -152,7 +125,7 @@ def test_artifacts_download_with_sha256_and_range(api: Api, tmp_path: Path) -> N
     with api.db.transaction() as s:
         lease = jobs_db.claim(s, job_id, "test", 30)
         listing = LocalArtifactStore(api.settings.artifacts_dir).publish(job_id, staging)
-        jobs_db.finish(s, lease, "succeeded", message="ok", artifacts=listing, report={"perplexity": {}})
+        jobs_db.finish(s, lease, JobStatus.succeeded, message="ok", artifacts=listing, report={"perplexity": {}})
     arts = api.client.get(f"/v1/jobs/{job_id}/artifacts", headers=api.alice).json()["data"]
     assert [a["name"] for a in arts] == ["model.safetensors", "sub/config.json"]
     r = api.client.get(arts[0]["url"], headers=api.alice)
@@ -178,7 +151,15 @@ def test_catalog_health_metrics_openapi(api: Api) -> None:
     assert api.client.get("/healthz").json() == {"status": "ok", "database": "ok", "executor": "local", "version": "1"}
     text = api.client.get("/metrics").text
     assert 'compressor_jobs{status="queued"} 1.0' in text and "compressor_queue_depth 1.0" in text
-    assert "compressor_job_duration_seconds" in text or "compressor_expired_leases" in text
+    assert "compressor_job_duration_seconds_count" not in text  # no job has finished yet
+    finished = api.submit().json()["id"]
+    with api.db.transaction() as s:
+        lease = jobs_db.claim(s, finished, "test", 30)
+        assert jobs_db.finish(s, lease, JobStatus.succeeded, message="ok", report={})
+    text = api.client.get("/metrics").text
+    assert 'compressor_jobs{status="succeeded"} 1.0' in text and "compressor_expired_leases 0.0" in text
+    assert 'compressor_job_duration_seconds_count{status="succeeded"} 1.0' in text
+    assert 'compressor_job_duration_seconds_bucket{le="10.0",status="succeeded"} 1.0' in text
     spec = api.client.get("/openapi.json").json()
     assert {"/v1/jobs", "/v1/jobs/{job_id}/events", "/v1/jobs/{job_id}/artifacts/{name}"} <= set(spec["paths"])
 
