@@ -73,3 +73,19 @@ class LocalExecutor:
             if not ran:
                 self._wake.wait(self.settings.poll_s)
                 self._wake.clear()
+
+
+class SeparateLocalWorkers:
+    """The local executor when its workers run in other processes (`serve --no-workers` with
+    `compressor worker --local`): the jobs table is the queue, so `submit` has nothing to do."""
+
+    name = "local"
+
+    def submit(self, job_id: str) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
