@@ -19,7 +19,9 @@ from prometheus_client import CollectorRegistry
 
 from service.db.database import Database
 from api.errors import install_error_handlers
+from api.key_cache import KeyCache
 from api.limits import BodySizeLimit
+from api.rendered_jobs import RenderedJobs
 from api.metrics import JobsCollector
 from api.routes import artifacts, catalog, health, jobs
 from service.settings import Settings
@@ -59,6 +61,8 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     )
     app.state.settings, app.state.db, app.state.executor = settings, db, executor
     app.state.artifact_store = open_store(settings.artifacts_url, settings.artifacts_dir)
+    app.state.key_cache = KeyCache(settings.key_cache_s)
+    app.state.rendered_jobs = RenderedJobs()
     app.state.metrics_registry = CollectorRegistry()
     app.state.metrics_registry.register(JobsCollector(db))
     install_error_handlers(app)

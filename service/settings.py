@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     event_flush_s: float = Field(0.5, ge=0, description="minimum seconds between the job process's event writes")
 
     max_body_bytes: int = Field(1 << 20, ge=1024, description="requests with a larger body get 413")
+    key_cache_s: float = Field(5.0, ge=0, description="an API key checked once is trusted this long without a lookup "
+                                                      "(a revoked key stops working within it); 0 = look up every request")
     job_runner: Literal["pipeline", "dry-run"] = Field(
         "pipeline", description="what the job process runs: the compression pipeline (compressor.run), or the "
                                 "torch-free stand-in workers/dry_run.py that smoke-tests a deployment in seconds")

@@ -23,7 +23,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["artifacts"])
 
 
 @router.get("/{job_id}/artifacts", response_model=ArtifactList, operation_id="artifacts-list", responses=ERRORS)
-def list_artifacts(job: OwnedJobDep) -> ArtifactList:
+async def list_artifacts(job: OwnedJobDep) -> ArtifactList:
     return ArtifactList(data=artifacts_of(job))
 
 

@@ -8,11 +8,13 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError
 
 from api.catalog import check_model
-from api.deps import DatabaseDep, ExecutorDep, OwnedJobDep, OwnerDep, SettingsDep
+from api.deps import DatabaseDep, ExecutorDep, JobVersion, OwnedJobDep, OwnedJobVersionDep, OwnerDep, SettingsDep
 from api.job_request import JobCreate
+from api.rendered_jobs import RenderedJobs
 from api.schemas import ERRORS, ErrorBody, Event, EventList, JobList, JobPublic, JobSummary
 from service.db import idempotency
 from service.db import jobs as jobs_db
@@ -95,41 +97,51 @@ def list_jobs(
     return _json(page.model_dump_json())
 
 
-def etag_of(job: Job, part: str = "job") -> str:
-    """Changes whenever the job's representation does: every write to a job row sets `updated_at`."""
-    return f'"{part}-{job.id}-{job.updated_at!r}-{job.attempt}"'
-
-
-def _not_modified(request: Request, etag: str) -> bool:
+def _not_modified(request: Request, etag: str) -> Response | None:
+    """304 when `If-None-Match` names `etag` (or `*`)."""
     sent = request.headers.get("if-none-match")
-    if not sent:
-        return False
-    tags = {t.strip().removeprefix("W/") for t in sent.split(",")}
-    return "*" in tags or etag in tags
+    if not sent or not ({t.strip().removeprefix("W/") for t in sent.split(",")} & {etag, "*"}):
+        return None
+    return Response(status_code=304, headers={"ETag": etag, "Cache-Control": "private, no-cache"})
 
 
 @router.get("/{job_id}", response_model=JobPublic, operation_id="jobs-get", responses={**ERRORS, **NOT_MODIFIED})
-def get_job(job: OwnedJobDep, request: Request) -> Response:
+async def get_job(version: OwnedJobVersionDep, request: Request, db: DatabaseDep) -> Response:
     """The job in full. Send its `ETag` back in `If-None-Match` to get 304 while nothing changed (cheap polling)."""
-    etag = etag_of(job)
-    if _not_modified(request, etag):
-        return Response(status_code=304, headers={"ETag": etag, "Cache-Control": "private, no-cache"})
-    return _json(JobPublic.of(job).model_dump_json(), etag)
+    etag = version.etag
+    if (not_modified := _not_modified(request, etag)) is not None:
+        return not_modified
+    rendered: RenderedJobs = request.app.state.rendered_jobs
+    body = rendered.get(etag)
+    if body is None:
+        job = await run_in_threadpool(_read_job, db, version.id)
+        etag = JobVersion(job.id, job.updated_at, job.attempt).etag  # the row may have moved on since
+        body = JobPublic.of(job).model_dump_json().encode()
+        rendered.put(etag, body)
+    return _json(body, etag)
+
+
+def _read_job(db: DatabaseDep, job_id: str) -> Job:
+    with db.read() as s:
+        job = jobs_db.get_job(s, job_id)
+    if job is None:  # deleted between the two reads
+        raise HTTPException(404, f"no job {job_id}")
+    return job
 
 
 @router.get("/{job_id}/report", operation_id="jobs-report", response_model=dict[str, Any],
             responses={**ERRORS, **NOT_MODIFIED, 409: {"model": ErrorBody}})
-def get_report(job: OwnedJobDep, request: Request) -> Response:
+async def get_report(job: OwnedJobDep, request: Request) -> Response:
     """The job's report.json (perplexity, KL, size, per-stage cost, per-layer error) once it succeeded."""
     if job.report is None:
         raise HTTPException(409, f"job {job.id} has no report: it is {job.status} (a report exists once it succeeded)")
-    etag = etag_of(job, "report")
-    if _not_modified(request, etag):
-        return Response(status_code=304, headers={"ETag": etag, "Cache-Control": "private, no-cache"})
-    return _json(json.dumps(job.report), etag)
+    etag = JobVersion(job.id, job.updated_at, job.attempt).etag.replace('"job_', '"report-job_', 1)
+    if (not_modified := _not_modified(request, etag)) is not None:
+        return not_modified
+    return _json(json.dumps(job.report).encode(), etag)
 
 
-def _json(body: str, etag: str | None = None) -> Response:
+def _json(body: str | bytes, etag: str | None = None) -> Response:
     """A body already serialised once (FastAPI would validate and serialise the model a second time)."""
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"} if etag else None
     return Response(body, media_type="application/json", headers=headers)

@@ -27,7 +27,10 @@ def make_engine(url: str) -> Engine:
         return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    # a pool as large as the API's thread pool (40): connections are reused, never opened and
+    # closed per request (each open runs the pragmas below)
+    pool = {"pool_size": 40, "max_overflow": 24} if parsed.database and parsed.database != ":memory:" else {}
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001

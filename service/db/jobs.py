@@ -75,6 +75,12 @@ def get_job(session: Session, job_id: str, owner: str | None = None) -> Job | No
     return session.scalars(stmt).first()
 
 
+def get_job_version(session: Session, job_id: str, owner: str) -> tuple[float, int] | None:
+    """(updated_at, attempt) of the owner's job: what its ETag is made of, without its JSON columns."""
+    row = session.execute(select(Job.updated_at, Job.attempt).where(Job.id == job_id, Job.owner == owner)).first()
+    return None if row is None else (row.updated_at, row.attempt)
+
+
 def list_jobs(
     session: Session, owner: str, *, statuses: Sequence[str] = (), limit: int = 20, before: str | None = None
 ) -> tuple[list[Job], bool]:
