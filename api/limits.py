@@ -40,6 +40,9 @@ class BodySizeLimit:
             return
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
+        if length is None and b"transfer-encoding" not in headers:  # no body (a GET): nothing to watch
+            await self.app(scope, receive, send)
+            return
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             if length.isdigit() and headers.get(b"expect", b"").lower() != b"100-continue" and int(length) <= DRAIN_LIMIT:
                 await _drain(receive)

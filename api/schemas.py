@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from sqlalchemy import Row
 
 from service.db.models import Job, JobEvent
 from service.records import JobError, JobProgress, JobStatus
@@ -41,11 +42,11 @@ class JobSummary(BaseModel):
     error: JobError | None
 
     @classmethod
-    def of(cls, job: Job) -> JobSummary:
+    def of(cls, job: Job | Row) -> JobSummary:
         return cls(**_summary_fields(job))
 
 
-def _summary_fields(job: Job) -> dict[str, Any]:
+def _summary_fields(job: Job | Row) -> dict[str, Any]:
     return {
         "id": job.id, "status": job.status, "phase": job.phase, "model": job.model, "recipe_name": job.recipe_name,
         "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,

@@ -8,11 +8,12 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError
 
 from api.catalog import check_model
-from api.deps import DatabaseDep, ExecutorDep, JobVersion, OwnedJobDep, OwnedJobVersionDep, OwnerDep, SettingsDep
+from api.deps import (
+    DatabaseDep, ExecutorDep, JobVersion, OwnedJobDep, OwnedJobVersionDep, OwnerDep, SettingsDep, read_quickly,
+)
 from api.job_request import JobCreate
 from api.rendered_jobs import RenderedJobs
 from api.schemas import ERRORS, ErrorBody, Event, EventList, JobList, JobPublic, JobSummary
@@ -84,17 +85,21 @@ def _replay(db: DatabaseDep, owner: str, key: str, request_hash: str, response: 
 
 
 @router.get("", response_model=JobList, operation_id="jobs-list", responses=ERRORS)
-def list_jobs(
+async def list_jobs(
     owner: OwnerDep, db: DatabaseDep,
     status: Annotated[list[JobStatus] | None, Query(description="only jobs in these states")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(pattern=jobs_db.JOB_ID_PATTERN, description="`next_cursor` of the previous page")] = None,
 ) -> Response:
     """Your jobs, newest first, as summaries (no spec, report or artifacts: those are on `GET /v1/jobs/{id}`)."""
-    with db.read() as s:
-        rows, more = jobs_db.list_jobs(s, owner, statuses=status or (), limit=limit, before=cursor)
+    return _json(await read_quickly(db, _job_page, db, owner, status or (), limit, cursor))
+
+
+def _job_page(db: DatabaseDep, owner: str, statuses: tuple[JobStatus, ...], limit: int, cursor: str | None) -> bytes:
+    with db.read_connection() as s:
+        rows, more = jobs_db.list_jobs(s, owner, statuses=statuses, limit=limit, before=cursor)
     page = JobList(data=[JobSummary.of(j) for j in rows], has_more=more, next_cursor=rows[-1].id if more else None)
-    return _json(page.model_dump_json())
+    return page.model_dump_json().encode()
 
 
 def _not_modified(request: Request, etag: str) -> Response | None:
@@ -114,7 +119,7 @@ async def get_job(version: OwnedJobVersionDep, request: Request, db: DatabaseDep
     rendered: RenderedJobs = request.app.state.rendered_jobs
     body = rendered.get(etag)
     if body is None:
-        job = await run_in_threadpool(_read_job, db, version.id)
+        job = await read_quickly(db, _read_job, db, version.id)
         etag = JobVersion(job.id, job.updated_at, job.attempt).etag  # the row may have moved on since
         body = JobPublic.of(job).model_dump_json().encode()
         rendered.put(etag, body)

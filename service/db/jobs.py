@@ -19,8 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, defer
+from sqlalchemy import Connection, Row, bindparam, func, select, update
+from sqlalchemy.orm import Session
 
 from service.db.models import Job, JobEvent
 from service.records import ACTIVE_STATUSES, TERMINAL_STATUSES, JobProgress, JobStatus
@@ -75,24 +75,32 @@ def get_job(session: Session, job_id: str, owner: str | None = None) -> Job | No
     return session.scalars(stmt).first()
 
 
-def get_job_version(session: Session, job_id: str, owner: str) -> tuple[float, int] | None:
+# built once: the query every poll of a job runs (building and keying a statement costs more than running it)
+_JOB_VERSION = select(Job.updated_at, Job.attempt).where(Job.id == bindparam("job_id"), Job.owner == bindparam("owner"))
+
+
+def get_job_version(session: Session | Connection, job_id: str, owner: str) -> tuple[float, int] | None:
     """(updated_at, attempt) of the owner's job: what its ETag is made of, without its JSON columns."""
-    row = session.execute(select(Job.updated_at, Job.attempt).where(Job.id == job_id, Job.owner == owner)).first()
+    row = session.execute(_JOB_VERSION, {"job_id": job_id, "owner": owner}).first()
     return None if row is None else (row.updated_at, row.attempt)
 
 
+SUMMARY_COLUMNS = (Job.id, Job.status, Job.phase, Job.model, Job.recipe_name, Job.created_at, Job.started_at,
+                   Job.finished_at, Job.duration_s, Job.attempt, Job.max_attempts, Job.cancel_requested, Job.progress,
+                   Job.error)
+
+
 def list_jobs(
-    session: Session, owner: str, *, statuses: Sequence[str] = (), limit: int = 20, before: str | None = None
-) -> tuple[list[Job], bool]:
-    """Newest first; `before` is the id of the last job of the previous page. Without the large JSON
-    columns (spec, report, artifacts; a list shows none of them): reading them is an error."""
-    stmt = select(Job).options(defer(Job.spec, raiseload=True), defer(Job.report, raiseload=True),
-                               defer(Job.artifacts, raiseload=True)).where(Job.owner == owner)
+    session: Session | Connection, owner: str, *, statuses: Sequence[str] = (), limit: int = 20, before: str | None = None
+) -> tuple[list[Row], bool]:
+    """Newest first; `before` is the id of the last job of the previous page. Rows of the summary
+    columns only: a list shows no spec, report or artifacts, and decoding them is most of the cost."""
+    stmt = select(*SUMMARY_COLUMNS).where(Job.owner == owner)
     if statuses:
         stmt = stmt.where(Job.status.in_(statuses))
     if before:
         stmt = stmt.where(Job.id < before)
-    rows = list(session.scalars(stmt.order_by(Job.id.desc()).limit(limit + 1)))
+    rows = list(session.execute(stmt.order_by(Job.id.desc()).limit(limit + 1)))
     return rows[:limit], len(rows) > limit
 
 
