@@ -351,12 +351,13 @@ def _machine() -> dict[str, Any]:
 def _window(args: argparse.Namespace, url: str, key: str, job_id: str, server_pid: int,
             open_loop: dict[str, Any] | None) -> dict[str, Any]:
     """One measurement window: the clients, split over processes, against the running server."""
-    per_proc = [args.clients // args.procs + (i < args.clients % args.procs) for i in range(args.procs)]
+    procs = args.procs if open_loop is None else args.open_procs
+    per_proc = [args.clients // procs + (i < args.clients % procs) for i in range(procs)]
     load_before, cpu_before = os.getloadavg(), _cpu_seconds(server_pid)
     threads = _threads(server_pid)
     start_at = time.time() + START_DELAY_S  # time for the client processes to spawn
     t0 = time.monotonic()
-    with multiprocessing.get_context("spawn").Pool(args.procs) as pool:
+    with multiprocessing.get_context("spawn").Pool(procs) as pool:
         jobs = [(url, key, job_id, n, args.duration, args.timeout, start_at, args.client,
                  None if open_loop is None else {**open_loop, "seed": i}) for i, n in enumerate(per_proc)]
         parts = pool.map(_client_process, jobs)
@@ -372,7 +373,7 @@ def _window(args: argparse.Namespace, url: str, key: str, job_id: str, server_pi
     n_err = sum(errors.values())
     total = len(both) + n_err
     result = {
-        "clients": args.clients, "client_processes": args.procs, "duration_s": args.duration, "wall_s": round(wall, 2),
+        "clients": args.clients, "client_processes": procs, "duration_s": args.duration, "wall_s": round(wall, 2),
         "requests": total, "ok": len(both), "errors": n_err, "errors_by_kind": dict(errors),
         "error_rate": round(n_err / max(1, total), 5), "throughput_rps": round(total / wall, 1),
         **_summary(both),
@@ -408,7 +409,9 @@ def main() -> None:
                     help="open loop: every Nth poll of a client is GET /v1/jobs (the jobs page), the rest GET /v1/jobs/{id}")
     ap.add_argument("--no-etag", dest="etag", action="store_false",
                     help="open loop: do not send If-None-Match (a browser does, for a response with an ETag)")
-    ap.add_argument("--procs", type=int, default=2, help="client processes (the clients are split among them)")
+    ap.add_argument("--procs", type=int, default=2, help="closed loop: client processes (the clients are split among them)")
+    ap.add_argument("--open-procs", type=int, default=1,
+                    help="open loop: client processes (one is plenty for 200 req/s, and leaves the CPUs to the server)")
     ap.add_argument("--timeout", type=float, default=30.0, help="per-request timeout; a timeout is an error")
     ap.add_argument("--client", choices=["raw", "httpx"], default="raw",
                     help="closed loop: raw, a minimal keep-alive HTTP/1.1 client on asyncio (cheap); httpx: httpx.AsyncClient")
@@ -416,8 +419,9 @@ def main() -> None:
     ap.add_argument("--extra-jobs", type=int, default=20, help="queued jobs behind the running one")
     ap.add_argument("--home", type=Path, default=Path(os.environ.get("COMPRESSOR_HOME", REPO / ".cache/test-home")))
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--before", type=Path, help="a closed-loop result of the code before (this script's output "
-                                                 "on an older commit) to keep beside this run's")
+    ap.add_argument("--compare", action="append", default=[], metavar="NAME=FILE",
+                    help="keep another closed-loop result beside this run's, e.g. before=old.json (this script's "
+                         "output on an older commit, or this commit in another environment); repeatable")
     ap.add_argument("--out", type=Path, default=REPO / "bench/results/api_load.json")
     args = ap.parse_args()
     modes = ["open", "closed"] if args.mode == "both" else [args.mode]
@@ -451,6 +455,7 @@ def main() -> None:
                 job = httpx.get(f"{url}/v1/jobs/{job_id}", headers=headers, timeout=30).json()
                 events_after = len(httpx.get(f"{url}/v1/jobs/{job_id}/events", params={"limit": 1000},
                                              headers=headers).json()["data"])
+                window["server_http"] = server_http
                 window["job"] = {"status_after_window": job["status"], "phase": job["phase"],
                                  "progress": job["progress"], "events_during_window": events_after - events_before,
                                  "extra_queued_jobs": len(extra)}
@@ -487,8 +492,10 @@ def main() -> None:
             "what": f"{args.clients} clients, each GET /v1/jobs/{{id}} then GET /v1/jobs back to back (no think time); "
                     "one API process, so throughput_rps is requests/s per API process",
             "after": windows["closed"]}
-        if args.before:
-            closed["before"] = json.loads(args.before.read_text())
+        for item in args.compare:
+            name, _, path = item.partition("=")
+            other = json.loads(Path(path).read_text())
+            closed[name] = other.get("closed_loop", {}).get("after", other)  # a whole result file, or a window
         result["closed_loop"] = closed
     errors = sum(w["errors"] for w in windows.values())
     result["server_log_tail"] = log_tail if errors else ""
