@@ -39,6 +39,8 @@ def test_keys_submit_status_wait_download_cancel(tmp_path: Path) -> None:
         assert cancel.returncode == 2 and "409" in cancel.stderr and "already succeeded" in cancel.stderr
         unknown = cli(client, "submit", "--model", "llama-9000", "--recipe", "w4a16-rtn")
         assert unknown.returncode == 2 and "models in the store: smollm2-135m" in unknown.stderr
+        typo = cli(client, "submit", "--model", "smollm2-135m", "--recipe", "w4a16-rtn", "--set", "eval.max_tokenz=1")
+        assert typo.returncode == 2 and "recipe.set.eval.max_tokenz: eval has no field 'max_tokenz'" in typo.stderr
         bad_key = cli({**client, "COMPRESSOR_API_KEY": "cmp_wrong"}, "status", job_id)
         assert bad_key.returncode == 2 and "401" in bad_key.stderr
         missing = cli(client, "download", job_id, "--out", str(tmp_path / "dl2"), "--name", "nope.bin")
