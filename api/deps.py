@@ -105,7 +105,11 @@ class JobVersion:
 
     @property
     def etag(self) -> str:
-        return f'"{self.id}-{self.updated_at!r}-{self.attempt}"'
+        return self.etag_of("job")
+
+    def etag_of(self, part: str) -> str:
+        """The ETag of one representation of the job (`job`, `report`)."""
+        return f'"{part}-{self.id}-{self.updated_at!r}-{self.attempt}"'
 
 
 async def owned_job_version(job_id: JobId, owner: OwnerDep, db: DatabaseDep) -> JobVersion:

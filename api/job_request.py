@@ -12,6 +12,7 @@ recipe refuses is a 422 whose `loc` names it (`["body", "recipe", "set", "eval.m
 
 from __future__ import annotations
 
+import copy
 import functools
 from typing import Annotated, Any
 
@@ -82,8 +83,6 @@ def _ready_made(name: str, loc: tuple[str, ...]) -> dict[str, Any]:
 
 def _with_overrides(base: dict[str, Any], assignments: dict[str, Any]) -> Recipe:
     """`base` with each dotted path set; then validated, with a refused value's error at its path."""
-    import copy
-
     data = copy.deepcopy(base)
     for path, value in assignments.items():
         _assign(data, path, value)

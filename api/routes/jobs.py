@@ -140,7 +140,7 @@ async def get_report(job: OwnedJobDep, request: Request) -> Response:
     """The job's report.json (perplexity, KL, size, per-stage cost, per-layer error) once it succeeded."""
     if job.report is None:
         raise HTTPException(409, f"job {job.id} has no report: it is {job.status} (a report exists once it succeeded)")
-    etag = JobVersion(job.id, job.updated_at, job.attempt).etag.replace('"job_', '"report-job_', 1)
+    etag = JobVersion(job.id, job.updated_at, job.attempt).etag_of("report")
     if (not_modified := _not_modified(request, etag)) is not None:
         return not_modified
     return _json(json.dumps(job.report).encode(), etag)
