@@ -22,7 +22,9 @@ clients are asyncio tasks on a minimal HTTP/1.1 client, spread over `--procs` pr
 Errors: any answer other than 2xx/304, timeout (`--timeout`) or transport failure. Only
 loopback addresses; every loop ends with its window. The server, its job process and the
 clients share this machine's CPUs: the CPU model, its SIMD flags, the CPU count and the load
-average are recorded."""
+average are recorded, and the HTTP parser and event loop the server ran with (httptools and
+uvloop come with the `service` extra; `API_LOAD_SERVER_PATH=DIR` adds DIR to the server's
+Python path, e.g. their wheels unpacked, where the environment at hand lacks them)."""
 
 from __future__ import annotations
 
