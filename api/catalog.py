@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from api.settings import Settings
+from service.settings import Settings
 
 
 def list_models(settings: Settings) -> list[dict[str, Any]]:
@@ -25,7 +25,7 @@ def check_model(name: str, settings: Settings) -> None:
         raise HTTPException(422, [{"loc": ["body", "model"], "msg": str(e), "type": "unknown_model"}]) from None
 
 
-def list_recipes() -> dict[str, Any]:
-    from compressor.spec import ready_made_recipes
+def list_recipes() -> dict[str, dict[str, Any]]:
+    from api.job_request import ready_made
 
-    return {name: recipe.model_dump(mode="json") for name, recipe in ready_made_recipes().items()}
+    return ready_made()

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-TERMINAL = ("succeeded", "failed", "cancelled")
+from service.records import TERMINAL_STATUSES, JobProgress
 
 
 class ApiError(Exception):
@@ -62,11 +62,12 @@ class ServiceClient:
         last = None
         while True:
             job = self.job(job_id)
-            state = (job["status"], job["phase"], (job.get("progress") or {}).get("fraction"))
+            progress = JobProgress.model_validate(job.get("progress") or {})
+            state = (job["status"], job["phase"], progress.fraction)
             if on_change is not None and state != last:
                 on_change(job)
             last = state
-            if job["status"] in TERMINAL:
+            if job["status"] in TERMINAL_STATUSES:
                 return job
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['status']} after {timeout:g}s")

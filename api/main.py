@@ -17,13 +17,15 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
-from api.db.database import Database
+from service.db.database import Database
 from api.errors import install_error_handlers
+from api.key_cache import KeyCache
 from api.limits import BodySizeLimit
+from api.rendered_jobs import RenderedJobs
 from api.metrics import JobsCollector
 from api.routes import artifacts, catalog, health, jobs
-from api.settings import Settings
-from workers.artifacts import open_artifact_store
+from service.settings import Settings
+from service.storage import open_store
 from workers.executor import Executor, make_executor
 from workers.maintenance import LeaseReaper
 
@@ -58,7 +60,9 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
                     "download the checkpoint and its report.",
     )
     app.state.settings, app.state.db, app.state.executor = settings, db, executor
-    app.state.artifact_store = open_artifact_store(settings)
+    app.state.artifact_store = open_store(settings.artifacts_url, settings.artifacts_dir)
+    app.state.key_cache = KeyCache(settings.key_cache_s)
+    app.state.rendered_jobs = RenderedJobs()
     app.state.metrics_registry = CollectorRegistry()
     app.state.metrics_registry.register(JobsCollector(db))
     install_error_handlers(app)

@@ -1,29 +1,14 @@
-"""Response bodies of the REST API (the request body is `compressor.spec.JobSpec` itself)."""
+"""Response bodies of the REST API (the request body of POST /v1/jobs is in `api/job_request.py`)."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from sqlalchemy import Row
 
-from api.db.models import Job, JobEvent
-
-JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
-
-
-class Progress(BaseModel):
-    stage: str | None = None
-    layer: int | None = None
-    num_layers: int | None = None
-    fraction: float | None = Field(None, description="of the current stage, 0..1")
-    eta_s: float | None = Field(None, description="estimated seconds left in the current stage")
-    message: str | None = None
-
-
-class JobError(BaseModel):
-    type: str
-    message: str
-    stage: str | None = None
+from service.db.models import Job, JobEvent
+from service.records import JobError, JobProgress, JobStatus
 
 
 class Artifact(BaseModel):
@@ -33,7 +18,13 @@ class Artifact(BaseModel):
     url: str
 
 
-class JobPublic(BaseModel):
+def artifacts_of(job: Job) -> list[Artifact]:
+    return [Artifact(**a, url=f"/v1/jobs/{job.id}/artifacts/{a['name']}") for a in job.artifacts or []]
+
+
+class JobSummary(BaseModel):
+    """A job without its spec, report and artifacts: what a list of jobs shows."""
+
     id: str
     object: Literal["compression.job"] = "compression.job"
     status: JobStatus
@@ -47,27 +38,38 @@ class JobPublic(BaseModel):
     attempt: int = Field(description="runs started so far (a lost worker's job runs again)")
     max_attempts: int
     cancel_requested: bool
-    progress: Progress | None
+    progress: JobProgress | None
     error: JobError | None
-    metrics: dict[str, Any] | None = Field(description="the job's report.json once it succeeded")
+
+    @classmethod
+    def of(cls, job: Job | Row) -> JobSummary:
+        return cls(**_summary_fields(job))
+
+
+def _summary_fields(job: Job | Row) -> dict[str, Any]:
+    return {
+        "id": job.id, "status": job.status, "phase": job.phase, "model": job.model, "recipe_name": job.recipe_name,
+        "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
+        "duration_s": job.duration_s, "attempt": job.attempt, "max_attempts": job.max_attempts,
+        "cancel_requested": job.cancel_requested, "progress": job.progress, "error": job.error,
+    }
+
+
+class JobPublic(JobSummary):
+    """One job in full: the summary plus the validated spec, the artifacts and the report."""
+
+    spec: dict[str, Any] = Field(description="the JobSpec the worker runs (a ready-made recipe resolved in full)")
     artifacts: list[Artifact]
-    spec: dict[str, Any]
+    report: dict[str, Any] | None = Field(description="the job's report.json once it succeeded (also at /v1/jobs/{id}/report)")
 
     @classmethod
     def of(cls, job: Job) -> JobPublic:
-        return cls(
-            id=job.id, status=job.status, phase=job.phase, model=job.model, recipe_name=job.recipe_name,  # type: ignore[arg-type]
-            created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
-            duration_s=job.duration_s, attempt=job.attempt, max_attempts=job.max_attempts,
-            cancel_requested=job.cancel_requested, progress=job.progress, error=job.error,  # type: ignore[arg-type]
-            metrics=job.report, spec=job.spec,
-            artifacts=[Artifact(**a, url=f"/v1/jobs/{job.id}/artifacts/{a['name']}") for a in job.artifacts or []],
-        )
+        return cls(**_summary_fields(job), spec=job.spec, artifacts=artifacts_of(job), report=job.report)
 
 
 class JobList(BaseModel):
     object: Literal["list"] = "list"
-    data: list[JobPublic]
+    data: list[JobSummary] = Field(description="newest first; the full job (spec, report) is at /v1/jobs/{id}")
     has_more: bool
     next_cursor: str | None = Field(description="pass as `cursor` to get the next (older) page")
 
@@ -111,13 +113,15 @@ class ModelList(BaseModel):
 
 
 class RecipeInfo(BaseModel):
-    name: str
-    recipe: dict[str, Any]
+    name: str = Field(description="pass as `recipe` (or as `recipe.base` with overrides) in POST /v1/jobs")
+    stages: list[str] = Field(description="the stage names, in order")
+    recipe: dict[str, Any] = Field(description="the recipe in full, to submit as it is or edited")
 
 
 class RecipeList(BaseModel):
     object: Literal["list"] = "list"
     data: list[RecipeInfo]
+    recipe_schema: dict[str, Any] = Field(description="the JSON schema every recipe follows (a job's `recipe` object)")
 
 
 class Health(BaseModel):
@@ -135,3 +139,7 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str | list[ErrorDetail]
+
+
+# the error answers every job route documents
+ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": ErrorBody}}

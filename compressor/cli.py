@@ -1,4 +1,7 @@
-"""`compressor` command line: run jobs, manage the model store, list recipes, try an artifact, and the service commands."""
+"""`compressor` command line of the library: run jobs, manage the model store, list recipes, try an artifact.
+
+The service adds its commands (serve, worker, submit, …) on top of `build_parser()` in `api/cli.py`.
+"""
 
 from __future__ import annotations
 
@@ -123,13 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", required=True, help="user message, wrapped in the tokenizer's chat template")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.set_defaults(func=cmd_generate)
-
-    try:
-        from compressor.cli_service import add_service_commands
-    except ImportError:  # the service extras are not installed
-        pass
-    else:
-        add_service_commands(sub)
     return parser
 
 

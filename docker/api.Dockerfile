@@ -17,11 +17,12 @@ print('\n'.join([d for d in p['optional-dependencies']['service'] if name(d) not
     && cat /tmp/requirements.txt && pip install -r /tmp/requirements.txt
 
 COPY compressor ./compressor
+COPY service ./service
 COPY api ./api
 COPY workers ./workers
 # editable: the code runs from /app, so migrations and the dashboard's static files
 # are found where the source tree has them
-RUN pip install --no-deps -e . && python -c "import api.main, compressor.cli, sys; assert 'torch' not in sys.modules" \
+RUN pip install --no-deps -e . && python -c "import api.main, api.cli, sys; assert 'torch' not in sys.modules" \
     && useradd --uid 10001 --create-home compressor && mkdir -p /data && chown compressor /data
 USER compressor
 VOLUME /data

@@ -9,6 +9,7 @@ WORKDIR /app
 
 COPY pyproject.toml ./
 COPY compressor ./compressor
+COPY service ./service
 COPY api ./api
 COPY workers ./workers
 COPY triton_kernels ./triton_kernels

@@ -12,8 +12,8 @@ import threading
 
 from celery.signals import worker_ready, worker_shutdown
 
-from api.db.database import Database
-from api.settings import Settings
+from service.db.database import Database
+from service.settings import Settings
 from workers.celery_config import TASK_NAME, make_celery
 from workers.maintenance import LeaseReaper
 from workers.supervisor import run_job, worker_name

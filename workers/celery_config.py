@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from api.settings import Settings
+from service.settings import Settings
 
 TASK_NAME = "compressor.run_job"
 

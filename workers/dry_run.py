@@ -1,10 +1,12 @@
-"""A stand-in for `compressor.run` that needs no model and no torch.
+"""A stand-in for `compressor.run` that needs no model and no torch (`COMPRESSOR_JOB_RUNNER=dry-run`).
 
-Set `COMPRESSOR_JOB_RUNNER=workers.dry_run:run` to smoke-test a deployment (API, queue,
-workers, artifact store) end to end in seconds. It walks through fake layers, honours
-cancel, writes a small checkpoint-like file and a report. The recipe name steers it:
-a name containing `fail` raises ValueError, `crash` kills the process, `slow` sleeps long.
-`COMPRESSOR_DRY_RUN_LAYER_S` sets seconds per layer (default 0.1).
+It smoke-tests a deployment (API, queue, workers, artifact store) end to end in seconds: it
+walks through fake layers, honours cancel, and writes what the real pipeline writes, in the
+same shapes: `checkpoint/` with a `manifest.json` listing each file as {name, size, sha256},
+and a `report.json` that is a `compressor.eval.report.Report` like the pipeline's (`dry_run: true`
+inside `job`). The
+recipe name steers it: a name containing `fail` raises ValueError, `crash` kills the
+process, `slow` sleeps long. `COMPRESSOR_DRY_RUN_LAYER_S` sets seconds per layer (default 0.1).
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compressor.eval.report import JobInfo, LayerError, Report, SizeInfo, StageReport, job_info
+from compressor.export.format import library_versions, write_manifest
 from compressor.progress import Progress, ProgressEvent
+from compressor.spec import JobSpec
+
+CHECKPOINT_DIR = "checkpoint"  # as compressor.pipeline.CHECKPOINT_DIR
+NUM_LAYERS = 6
 
 
 @dataclass
@@ -28,33 +36,54 @@ class DryRunResult:
     artifacts: list[Path] = field(default_factory=list)
 
 
-def run(spec: Any, out_dir: Path, progress: Callable[[ProgressEvent], None] | None = None,
-        should_cancel: Callable[[], bool] | None = None) -> DryRunResult:
-    name = spec.recipe.name or ""
+def run(spec: JobSpec, out_dir: Path, progress: Callable[[ProgressEvent], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None, home: Path | None = None) -> DryRunResult:
+    recipe = spec.recipe
+    name = recipe.name or ""
     layer_s = float(os.environ.get("COMPRESSOR_DRY_RUN_LAYER_S", "0.1")) * (50 if "slow" in name else 1)
-    num_layers = 6
     p = Progress(progress, should_cancel)
     t0 = time.time()
     p.stage = "quantize"
     p.emit("stage_start", "dry run: quantize")
-    for i in range(num_layers):
+    layers = []
+    for i in range(NUM_LAYERS):
         time.sleep(layer_s)
         if "crash" in name and i == 2:
             os.kill(os.getpid(), signal.SIGKILL)
         if "fail" in name and i == 2:
             raise ValueError("dry run asked to fail (recipe name contains 'fail')")
-        p.layer(i, num_layers)
+        layers.append({"layer": i, "name": f"model.layers.{i}.mlp.down_proj", "kind": "down_proj", "rel_error": 0.01 * (i + 1)})
+        p.layer(i, NUM_LAYERS)
     p.emit("stage_end", "dry run: quantize done")
-    p.stage = "eval"
-    p.emit("metric", "perplexity", data={"wiki": 20.5})
-    out_dir.mkdir(parents=True, exist_ok=True)
-    weights = out_dir / "model.safetensors"
-    weights.write_bytes(os.urandom(4096))
-    report = {
-        "model": spec.model, "recipe": name, "dry_run": True,
-        "perplexity": {"original": {"wiki": 20.0}, "compressed": {"wiki": 20.5}},
-        "kl": {"wiki": 0.01}, "seconds": round(time.time() - t0, 3), "peak_rss_mb": 1.0,
-    }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
-    (out_dir / "manifest.json").write_text(json.dumps({"format": "dry-run", "files": ["model.safetensors"]}))
-    return DryRunResult(out_dir, report, sorted(out_dir.iterdir()))
+    quantize_s = time.time() - t0
+
+    p.stage = "export"
+    checkpoint = Path(out_dir) / CHECKPOINT_DIR
+    checkpoint.mkdir(parents=True, exist_ok=True)
+    (checkpoint / "model.safetensors").write_bytes(os.urandom(4096))
+    (checkpoint / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "dry_run": True}))
+    job = job_info(spec.model, recipe).model_dump(mode="json")
+    write_manifest(checkpoint, {**job, "format": "dry-run", "versions": library_versions(), "engines": {},
+                                "not_servable_reasons": ["a dry run holds random bytes"], "runtime_requirements": [],
+                                "online_transforms": []})
+    checkpoint_bytes = sum(f.stat().st_size for f in checkpoint.iterdir())
+
+    p.stage = "eval:wiki"
+    p.emit("metric", "wiki perplexity 20.500", data={"dataset": "wiki", "perplexity": 20.5})
+    seconds = round(time.time() - t0, 3)
+    report = Report(
+        job=JobInfo(**job, dry_run=True),
+        versions=library_versions(),
+        perplexity={"original": {"wiki": 20.0}, "compressed": {"wiki": 20.5}},
+        kl={"wiki": 0.01},
+        eval_tokens={"wiki": recipe.eval.max_tokens},
+        size=SizeInfo(bits_per_weight=4.25, checkpoint_bytes=checkpoint_bytes, original_bytes=8192),
+        stages=[StageReport(name="0:quantize", seconds=round(quantize_s, 3), peak_rss_mb=1.0)],
+        layers=[LayerError(**layer) for layer in layers],
+        seconds=seconds,
+        peak_rss_mb=1.0,
+    ).model_dump(mode="json")
+    (Path(out_dir) / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    p.stage = None
+    p.emit("message", f"dry run done in {seconds:.1f} s")
+    return DryRunResult(Path(out_dir), report, sorted(checkpoint.iterdir()) + [Path(out_dir) / "report.json"])

@@ -8,26 +8,59 @@ for the supervisor, which alone moves the job to a terminal state.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from api.db import jobs as jobs_db
-from api.db.database import Database
+from service.db import jobs as jobs_db
+from service.db.database import Database
+from service.records import JobProgress
 
 CANCEL_POLL_S = 0.5
+Runner = Literal["pipeline", "dry-run"]
 
 
-def import_runner(path: str):  # noqa: ANN201
-    """`module:function` → the function."""
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name or "run")
+@dataclass(frozen=True)
+class JobProcessArgs:
+    """Everything the spawned job process needs, pickled across the spawn boundary."""
+
+    job_id: str
+    lease_owner: str
+    attempt: int
+    database_url: str
+    home: Path
+    out_dir: Path
+    result_path: Path
+    runner: Runner
+    event_flush_s: float
+    spec: dict[str, Any]
+    parent_pid: int
+
+    @property
+    def lease(self) -> jobs_db.Lease:
+        return jobs_db.Lease(self.job_id, self.lease_owner, self.attempt)
+
+
+def run_pipeline(spec: Any, out_dir: Path, *, home: Path, progress: Callable, should_cancel: Callable) -> Any:
+    import compressor
+
+    return compressor.run(spec, out_dir, progress=progress, should_cancel=should_cancel, home=home)
+
+
+def run_dry(spec: Any, out_dir: Path, *, home: Path, progress: Callable, should_cancel: Callable) -> Any:
+    from workers import dry_run
+
+    return dry_run.run(spec, out_dir, progress=progress, should_cancel=should_cancel, home=home)
+
+
+RUNNERS: dict[Runner, Callable[..., Any]] = {"pipeline": run_pipeline, "dry-run": run_dry}
 
 
 class EventWriter:
@@ -41,7 +74,7 @@ class EventWriter:
         self.stage: str | None = None
         self.lease_lost = False
         self._pending: list[dict[str, Any]] = []
-        self._progress: dict[str, Any] | None = None
+        self._progress: JobProgress | None = None
         self._last_flush = 0.0
         self._stage_started = time.time()
         self._lock = threading.Lock()
@@ -67,10 +100,8 @@ class EventWriter:
         if fraction and 0 < fraction < 1:
             eta = (t - self._stage_started) * (1 - fraction) / fraction
         with self._lock:
-            self._progress = {
-                "stage": self.stage, "layer": e.get("layer"), "num_layers": e.get("num_layers"),
-                "fraction": fraction, "eta_s": eta, "message": e.get("message"),
-            }
+            self._progress = JobProgress(stage=self.stage, layer=e.get("layer"), num_layers=e.get("num_layers"),
+                                         fraction=fraction, eta_s=eta, message=e.get("message"))
             if e.get("kind") == "step" and self._pending and self._pending[-1]["kind"] == "step":
                 self._pending[-1] = self._row(e, t)  # keep the newest step of a burst only
             else:
@@ -118,7 +149,7 @@ class CancelCheck:
         if time.time() - self._last >= CANCEL_POLL_S:
             self._last = time.time()
             with self.db.transaction() as s:
-                self._answer = jobs_db.cancel_requested(s, self.lease)
+                self._answer = jobs_db.should_stop(s, self.lease)
         return self._answer
 
 
@@ -136,36 +167,33 @@ def _write_result(path: Path, result: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def main(args: dict[str, Any]) -> None:
-    """Entry point of the spawned process (see `supervisor.start_job_process`)."""
+def main(args: JobProcessArgs) -> None:
+    """Entry point of the spawned process (see `supervisor.JobRun.start_process`)."""
     os.setsid()
-    threading.Thread(target=_watch_parent, args=(args["parent_pid"],), daemon=True).start()
-    os.environ["COMPRESSOR_HOME"] = args["home"]
-    lease = jobs_db.Lease(args["job_id"], args["lease_owner"], args["attempt"])
-    db = Database(args["database_url"])
-    writer = EventWriter(db, lease, args["event_flush_s"])
-    result_path = Path(args["result_path"])
+    threading.Thread(target=_watch_parent, args=(args.parent_pid,), daemon=True).start()
+    db = Database(args.database_url)
+    writer = EventWriter(db, args.lease, args.event_flush_s)
     try:
         from compressor.progress import JobCancelled
     except Exception as e:  # noqa: BLE001
-        _write_result(result_path, {"status": "failed", "error": {"type": type(e).__name__, "message": str(e), "stage": None}})
+        _write_result(args.result_path, {"status": "failed", "error": {"type": type(e).__name__, "message": str(e), "stage": None}})
         return
     try:
         from compressor.spec import JobSpec
 
-        runner = import_runner(args["runner"])
-        spec = JobSpec.model_validate(args["spec"])
+        spec = JobSpec.model_validate(args.spec)
         writer(_message("loading the library and the model", "starting"))
-        run_result = runner(spec, Path(args["out_dir"]), progress=writer, should_cancel=CancelCheck(db, lease, writer))
+        run_result = RUNNERS[args.runner](spec, args.out_dir, home=args.home, progress=writer,
+                                          should_cancel=CancelCheck(db, args.lease, writer))
         writer.flush()
         report = getattr(run_result, "report", None) or {}
-        _write_result(result_path, {"status": "succeeded", "report": report})
+        _write_result(args.result_path, {"status": "succeeded", "report": report})
     except JobCancelled as e:
         _flush_quietly(writer)
-        _write_result(result_path, {"status": "cancelled", "message": str(e) or "cancelled"})
+        _write_result(args.result_path, {"status": "cancelled", "message": str(e) or "cancelled"})
     except Exception as e:  # noqa: BLE001 - every failure is reported, none is fatal to the worker
         _flush_quietly(writer)
-        _write_result(result_path, {
+        _write_result(args.result_path, {
             "status": "failed",
             "error": {"type": type(e).__name__, "message": str(e)[:4000], "stage": writer.stage},
             "traceback": traceback.format_exc()[-8000:],

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 
-from api.db import jobs as jobs_db
-from api.db.database import Database
-from api.settings import Settings
+from service.db import jobs as jobs_db
+from service.db.database import Database
+from service.settings import Settings
 from workers.maintenance import expire_leases
 from workers.supervisor import run_job, worker_name
 
@@ -73,3 +73,19 @@ class LocalExecutor:
             if not ran:
                 self._wake.wait(self.settings.poll_s)
                 self._wake.clear()
+
+
+class SeparateLocalWorkers:
+    """The local executor when its workers run in other processes (`serve --no-workers` with
+    `compressor worker --local`): the jobs table is the queue, so `submit` has nothing to do."""
+
+    name = "local"
+
+    def submit(self, job_id: str) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass

@@ -10,9 +10,9 @@ import logging
 import threading
 from collections.abc import Callable
 
-from api.db import jobs as jobs_db
-from api.db.database import Database
-from api.db.models import Job
+from service.db import jobs as jobs_db
+from service.db.database import Database
+from service.db.models import Job
 
 log = logging.getLogger("compressor.maintenance")
 

@@ -19,12 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from api.db import jobs as jobs_db
-from api.db.database import Database
-from api.db.models import Job
-from api.settings import Settings
+from service.db import jobs as jobs_db
+from service.db.database import Database
+from service.db.models import Job
+from service.records import JobProgress, JobStatus
+from service.settings import Settings
 from workers import job_process
-from workers.artifacts import open_artifact_store
+from service.storage import open_store
 
 log = logging.getLogger("compressor.worker")
 
@@ -76,12 +77,11 @@ class JobRun:
     def start_process(self) -> multiprocessing.process.BaseProcess:
         shutil.rmtree(self.staging, ignore_errors=True)
         self.out_dir.mkdir(parents=True)
-        args = {
-            "job_id": self.lease.job_id, "lease_owner": self.lease.owner, "attempt": self.lease.attempt,
-            "database_url": self.settings.database_url, "home": str(self.settings.home),
-            "out_dir": str(self.out_dir), "result_path": str(self.result_path), "runner": self.settings.job_runner,
-            "event_flush_s": self.settings.event_flush_s, "spec": self.spec, "parent_pid": os.getpid(),
-        }
+        args = job_process.JobProcessArgs(
+            job_id=self.lease.job_id, lease_owner=self.lease.owner, attempt=self.lease.attempt,
+            database_url=self.settings.database_url, home=Path(self.settings.home), out_dir=self.out_dir,
+            result_path=self.result_path, runner=self.settings.job_runner, event_flush_s=self.settings.event_flush_s,
+            spec=self.spec, parent_pid=os.getpid())
         proc = multiprocessing.get_context("spawn").Process(
             target=job_process.main, args=(args,), name=f"compressor-{self.lease.job_id}", daemon=False)
         proc.start()
@@ -101,7 +101,7 @@ class JobRun:
             reason = None
             if status is None:
                 reason = "lease_lost"
-            elif status == "cancelling":
+            elif status == JobStatus.cancelling:
                 cancel_seen = cancel_seen or time.monotonic()
                 if time.monotonic() - cancel_seen >= s_.cancel_grace_s:
                     reason = "cancel"
@@ -118,38 +118,38 @@ class JobRun:
         lease, s_ = self.lease, self.settings
         result = json.loads(self.result_path.read_text()) if self.result_path.exists() else None
         with self.db.transaction() as s:
-            cancelling = jobs_db.get_job(s, lease.job_id).status == "cancelling"
+            cancelling = jobs_db.get_job(s, lease.job_id).status == JobStatus.cancelling
         if killed == "lease_lost":
             log.warning("job %s: lease lost, result discarded", lease.job_id)
             return None
-        if result is not None and result["status"] == "succeeded":
+        if result is not None and result["status"] == JobStatus.succeeded:
             try:
-                artifacts = open_artifact_store(s_).publish(lease.job_id, self.out_dir)
+                artifacts = open_store(s_.artifacts_url, s_.artifacts_dir).publish(lease.job_id, self.out_dir)
             except OSError as e:
-                return self._finish("failed", f"storing the artifacts failed: {e}", level="error",
+                return self._finish(JobStatus.failed, f"storing the artifacts failed: {e}", level="error",
                                     error={"type": "ArtifactStoreError", "message": str(e), "stage": "export"})
-            return self._finish("succeeded", f"succeeded; {len(artifacts)} artifacts stored",
+            return self._finish(JobStatus.succeeded, f"succeeded; {len(artifacts)} artifacts stored",
                                 report=result.get("report") or {}, artifacts=artifacts, phase="done",
-                                progress={"stage": "done", "fraction": 1.0, "eta_s": 0.0})
-        if result is not None and result["status"] == "cancelled":
-            return self._finish("cancelled", f"cancelled: {result.get('message', '')}")
-        if result is not None and result["status"] == "failed":
+                                progress=JobProgress.done().model_dump(mode="json"))
+        if result is not None and result["status"] == JobStatus.cancelled:
+            return self._finish(JobStatus.cancelled, f"cancelled: {result.get('message', '')}")
+        if result is not None and result["status"] == JobStatus.failed:
             err = result["error"]
             self.event("traceback of the failure", level="error", traceback=result.get("traceback"))
-            return self._finish("failed", f"failed: {err['type']}: {err['message']}", level="error", error=err)
+            return self._finish(JobStatus.failed, f"failed: {err['type']}: {err['message']}", level="error", error=err)
         if killed == "cancel" or cancelling:
             why = (f"the job process was killed after the {s_.cancel_grace_s:g}s grace period" if killed == "cancel"
                    else "the job process stopped while cancelling")
-            return self._finish("cancelled", f"cancelled: {why}")
+            return self._finish(JobStatus.cancelled, f"cancelled: {why}")
         if killed == "time_limit":
             msg = f"exceeded the time limit of {s_.job_time_limit_s:g}s"
-            return self._finish("failed", msg, level="error",
+            return self._finish(JobStatus.failed, msg, level="error",
                                 error={"type": "TimeLimitExceeded", "message": msg, "stage": None})
         reason = "the worker shut down" if killed == "shutdown" else f"the job process {describe_exit(proc.exitcode)}"
         with self.db.transaction() as s:
             return jobs_db.release_for_retry(s, lease, reason=reason)
 
-    def _finish(self, status: str, message: str, level: str = "info", **values: Any) -> str | None:
+    def _finish(self, status: JobStatus, message: str, level: str = "info", **values: Any) -> str | None:
         with self.db.transaction() as s:
             ok = jobs_db.finish(s, self.lease, status, message=message, level=level, **values)
         return status if ok else None
@@ -171,9 +171,9 @@ def run_job(job_id: str, settings: Settings, worker: str, *, db: Database | None
             proc = run.start_process()
         except Exception as e:  # noqa: BLE001
             with db.transaction() as s:
-                jobs_db.finish(s, lease, "failed", message=f"could not start the job process: {e}", level="error",
+                jobs_db.finish(s, lease, JobStatus.failed, message=f"could not start the job process: {e}", level="error",
                                error={"type": type(e).__name__, "message": str(e), "stage": None})
-            return "failed"
+            return JobStatus.failed
         try:
             run.event(f"job process {proc.pid} started", pid=proc.pid)
             killed = run.supervise(proc)

@@ -13,6 +13,12 @@ function apiKey() { return localStorage.getItem("compressor-api-key") || ""; }
 function fmtTime(t) { return t ? new Date(t * 1000).toLocaleString() : "–"; }
 function fmtSecs(s) { return s == null ? "–" : s < 90 ? `${s.toFixed(1)} s` : `${(s / 60).toFixed(1)} min`; }
 function fmtBytes(n) { return n < 1e6 ? `${(n / 1e3).toFixed(1)} kB` : `${(n / 1e6).toFixed(1)} MB`; }
+// the job's ETA: seconds left in its current stage (progress.eta_s), while it runs
+function etaText(j) {
+  if (TERMINAL.includes(j.status)) return "–";
+  const p = j.progress || {};
+  return p.eta_s != null ? `${fmtSecs(p.eta_s)} (${esc(p.stage || j.phase || "")})` : "–";
+}
 function detailText(d) {
   if (Array.isArray(d)) return d.map(e => `${(e.loc || []).join(".")}: ${e.msg}`).join("\n");
   return typeof d === "string" ? d : JSON.stringify(d);
@@ -46,7 +52,7 @@ async function jobsPage(params) {
     <p><label for="status-filter" style="display:inline">Status</label>
       <select id="status-filter">${["", "queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
         .map(s => `<option ${s === status ? "selected" : ""} value="${s}">${s || "any"}</option>`).join("")}</select></p>
-    <table id="jobs-table"><thead><tr><th>Job</th><th>Status</th><th>Model</th><th>Recipe</th><th>Progress</th><th>Created</th></tr></thead>
+    <table id="jobs-table"><thead><tr><th>Job</th><th>Status</th><th>Model</th><th>Recipe</th><th>Progress</th><th>ETA</th><th>Created</th></tr></thead>
       <tbody></tbody></table>
     <p><button id="more" hidden>Older jobs</button></p>`;
   $("#status-filter").onchange = e => { location.hash = `#/jobs${e.target.value ? "?status=" + e.target.value : ""}`; };
@@ -61,11 +67,11 @@ async function jobsPage(params) {
       return `<tr data-job="${esc(j.id)}"><td><a href="#/jobs/${esc(j.id)}">${esc(j.id)}</a></td>
         <td class="status ${esc(j.status)}">${esc(j.status)}</td><td>${esc(j.model)}</td><td>${esc(j.recipe_name || "")}</td>
         <td><span class="bar"><span style="width:${(f * 100).toFixed(0)}%"></span></span> ${esc(j.phase || "")}</td>
-        <td>${fmtTime(j.created_at)}</td></tr>`;
+        <td class="eta">${etaText(j)}</td><td>${fmtTime(j.created_at)}</td></tr>`;
     }).join("");
     const body = $("#jobs-table tbody");
     if (!body) return;
-    body.innerHTML = append ? body.innerHTML + rows : (rows || `<tr><td colspan="6" class="muted">No jobs yet. <a href="#/submit">Submit one</a>.</td></tr>`);
+    body.innerHTML = append ? body.innerHTML + rows : (rows || `<tr><td colspan="7" class="muted">No jobs yet. <a href="#/submit">Submit one</a>.</td></tr>`);
     cursor = page.next_cursor;
     $("#more").hidden = !page.has_more;
   }
@@ -166,17 +172,17 @@ async function jobPage(jobId) {
       <p>Status <span id="job-status" class="status ${esc(job.status)}">${esc(job.status)}</span>
         &nbsp; phase <b id="job-phase">${esc(job.phase || "–")}</b>
         &nbsp; <span class="bar"><span style="width:${(f * 100).toFixed(0)}%"></span></span> ${(f * 100).toFixed(0)}%
-        ${p.eta_s ? `&nbsp; ETA ${fmtSecs(p.eta_s)}` : ""}
+        &nbsp; ETA <b id="job-eta">${etaText(job)}</b>
         ${TERMINAL.includes(job.status) || job.status === "cancelling" ? "" : `<button id="cancel">Cancel</button>`}</p>
       <p class="muted">${esc(job.model)} · recipe ${esc(job.recipe_name || "custom")} · attempt ${job.attempt}/${job.max_attempts}
         · created ${fmtTime(job.created_at)} · ran ${fmtSecs(job.duration_s)}</p>
       ${job.error ? `<p class="error" id="job-error">${esc(job.error.type)}: ${esc(job.error.message)}${job.error.stage ? ` (stage ${esc(job.error.stage)})` : ""}</p>` : ""}`;
     const cancel = $("#cancel");
     if (cancel) cancel.onclick = () => api(`/v1/jobs/${jobId}/cancel`, {method: "POST"}).then(refresh).catch(showError);
-    $("#job-metrics").innerHTML = metricsTable(job.metrics);
-    if (job.metrics && !plotted) {
-      perplexityPlot($("#ppl-plot"), job.metrics);
-      layerErrorPlot($("#layer-plot"), job.metrics);
+    $("#job-metrics").innerHTML = metricsTable(job.report);
+    if (job.report && !plotted) {
+      perplexityPlot($("#ppl-plot"), job.report);
+      layerErrorPlot($("#layer-plot"), job.report);
       plotted = true;
     }
     if (page.data.length || job.status !== lastStatus) progressPlot($("#progress-plot"), events);

@@ -15,18 +15,16 @@ from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from api.byte_ranges import parse_byte_range
-from api.deps import ArtifactStoreDep, DatabaseDep, OwnerDep
-from api.routes.jobs import ERRORS, JobId, _get_owned
-from api.schemas import Artifact, ArtifactList
-from workers.artifacts import ArtifactStoreError, StoredFile
+from api.deps import ArtifactStoreDep, OwnedJobDep
+from api.schemas import ERRORS, ArtifactList, artifacts_of
+from service.storage import ArtifactStoreError, StoredFile
 
 router = APIRouter(prefix="/v1/jobs", tags=["artifacts"])
 
 
 @router.get("/{job_id}/artifacts", response_model=ArtifactList, operation_id="artifacts-list", responses=ERRORS)
-def list_artifacts(job_id: JobId, owner: OwnerDep, db: DatabaseDep) -> ArtifactList:
-    job = _get_owned(db, job_id, owner)
-    return ArtifactList(data=[Artifact(**a, url=f"/v1/jobs/{job_id}/artifacts/{a['name']}") for a in job.artifacts or []])
+async def list_artifacts(job: OwnedJobDep) -> ArtifactList:
+    return ArtifactList(data=artifacts_of(job))
 
 
 @router.get(
@@ -38,10 +36,10 @@ def list_artifacts(job_id: JobId, owner: OwnerDep, db: DatabaseDep) -> ArtifactL
                503: {"description": "the artifact store cannot be reached"}},
 )
 def download_artifact(
-    request: Request, job_id: JobId, owner: OwnerDep, db: DatabaseDep, store: ArtifactStoreDep,
+    request: Request, job: OwnedJobDep, store: ArtifactStoreDep,
     name: Annotated[str, Path(max_length=512, description="an artifact name from the job's `artifacts` list")],
 ) -> Response:
-    job = _get_owned(db, job_id, owner)
+    job_id = job.id
     entry = next((a for a in job.artifacts or [] if a["name"] == name), None)
     try:
         stored = store.open(job_id, name) if entry else None

@@ -20,5 +20,10 @@ def models(owner: OwnerDep, settings: SettingsDep) -> ModelList:
 
 @router.get("/recipes", response_model=RecipeList, operation_id="recipes-list", responses={401: {"model": ErrorBody}})
 def recipes(owner: OwnerDep) -> RecipeList:
-    """The ready-made recipes, in full, to submit as they are or edited."""
-    return RecipeList(data=[RecipeInfo(name=n, recipe=r) for n, r in list_recipes().items()])
+    """The ready-made recipes, in full, with the JSON schema they follow: post one by name, by name with
+    overrides (`{"base": name, "set": {"eval.max_tokens": 2048}}`), or edited in full."""
+    from compressor.spec import Recipe
+
+    data = [RecipeInfo(name=n, stages=[next(iter(stage)) for stage in r["stages"]], recipe=r)
+            for n, r in list_recipes().items()]
+    return RecipeList(data=data, recipe_schema=Recipe.model_json_schema())

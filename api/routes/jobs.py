@@ -1,47 +1,43 @@
-"""/v1/jobs: submit (idempotent), list, get, events, cancel."""
+"""/v1/jobs: submit (idempotent), list (summaries), get (with ETag), report, events, cancel."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 
 from api.catalog import check_model
-from api.db import idempotency
-from api.db import jobs as jobs_db
-from api.db.models import Job
-from api.deps import DatabaseDep, ExecutorDep, OwnerDep, SettingsDep
-from api.schemas import ErrorBody, Event, EventList, JobList, JobPublic, JobStatus
-from compressor.spec import JobSpec
+from api.deps import (
+    DatabaseDep, ExecutorDep, JobVersion, OwnedJobDep, OwnedJobVersionDep, OwnerDep, SettingsDep, read_quickly,
+)
+from api.job_request import JobCreate
+from api.rendered_jobs import RenderedJobs
+from api.schemas import ERRORS, ErrorBody, Event, EventList, JobList, JobPublic, JobSummary
+from service.db import idempotency
+from service.db import jobs as jobs_db
+from service.db.models import Job
+from service.records import JobStatus
 
 log = logging.getLogger("compressor.api")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-JobId = Annotated[str, Path(pattern=jobs_db.JOB_ID_PATTERN, description="a job id, `job_` + 24 hex digits")]
-ERRORS = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
-
-
-def _get_owned(db: DatabaseDep, job_id: str, owner: str) -> Job:
-    with db.read() as s:
-        job = jobs_db.get_job(s, job_id, owner=owner)
-    if job is None:
-        raise HTTPException(404, f"no job {job_id}")
-    return job
+NOT_MODIFIED = {304: {"description": "not modified since the `ETag` sent in `If-None-Match`"}}
 
 
 @router.post("", status_code=202, response_model=JobPublic, operation_id="jobs-create",
              responses={**ERRORS, 200: {"model": JobPublic, "description": "replay of an Idempotency-Key"},
                         413: {"model": ErrorBody}, 503: {"model": ErrorBody}})
 def create_job(
-    spec: JobSpec, owner: OwnerDep, db: DatabaseDep, settings: SettingsDep, executor: ExecutorDep, response: Response,
+    body: JobCreate, owner: OwnerDep, db: DatabaseDep, settings: SettingsDep, executor: ExecutorDep, response: Response,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255,
                                                   pattern=r"^[\x21-\x7e]+$")] = None,
 ) -> JobPublic:
     """Queue a compression job. A retry with the same `Idempotency-Key` returns the same job."""
+    spec = body.job_spec()
     check_model(spec.model, settings)
     spec_json = spec.model_dump(mode="json")
     request_hash = hashlib.sha256(json.dumps(spec_json, sort_keys=True).encode()).hexdigest()
@@ -66,7 +62,7 @@ def create_job(
     except Exception as e:  # noqa: BLE001 - the queue is down: say so, leave no job behind
         log.exception("could not hand job %s to the %s executor", job.id, executor.name)
         with db.transaction() as s:
-            jobs_db.transition(s, job.id, "queued", "failed", finished_at=jobs_db.now(),
+            jobs_db.transition(s, job.id, JobStatus.queued, JobStatus.failed, finished_at=jobs_db.now(),
                                error={"type": "QueueUnavailable", "message": str(e), "stage": None})
         raise HTTPException(503, f"the job queue is unavailable ({type(e).__name__}); try again later") from None
     return JobPublic.of(job)
@@ -89,44 +85,93 @@ def _replay(db: DatabaseDep, owner: str, key: str, request_hash: str, response: 
 
 
 @router.get("", response_model=JobList, operation_id="jobs-list", responses=ERRORS)
-def list_jobs(
+async def list_jobs(
     owner: OwnerDep, db: DatabaseDep,
     status: Annotated[list[JobStatus] | None, Query(description="only jobs in these states")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(pattern=jobs_db.JOB_ID_PATTERN, description="`next_cursor` of the previous page")] = None,
-) -> JobList:
-    """Your jobs, newest first."""
+) -> Response:
+    """Your jobs, newest first, as summaries (no spec, report or artifacts: those are on `GET /v1/jobs/{id}`)."""
+    return _json(await read_quickly(db, _job_page, db, owner, status or (), limit, cursor))
+
+
+def _job_page(db: DatabaseDep, owner: str, statuses: tuple[JobStatus, ...], limit: int, cursor: str | None) -> bytes:
+    with db.read_connection() as s:
+        rows, more = jobs_db.list_jobs(s, owner, statuses=statuses, limit=limit, before=cursor)
+    page = JobList(data=[JobSummary.of(j) for j in rows], has_more=more, next_cursor=rows[-1].id if more else None)
+    return page.model_dump_json().encode()
+
+
+def _not_modified(request: Request, etag: str) -> Response | None:
+    """304 when `If-None-Match` names `etag` (or `*`)."""
+    sent = request.headers.get("if-none-match")
+    if not sent or not ({t.strip().removeprefix("W/") for t in sent.split(",")} & {etag, "*"}):
+        return None
+    return Response(status_code=304, headers={"ETag": etag, "Cache-Control": "private, no-cache"})
+
+
+@router.get("/{job_id}", response_model=JobPublic, operation_id="jobs-get", responses={**ERRORS, **NOT_MODIFIED})
+async def get_job(version: OwnedJobVersionDep, request: Request, db: DatabaseDep) -> Response:
+    """The job in full. Send its `ETag` back in `If-None-Match` to get 304 while nothing changed (cheap polling)."""
+    etag = version.etag
+    if (not_modified := _not_modified(request, etag)) is not None:
+        return not_modified
+    rendered: RenderedJobs = request.app.state.rendered_jobs
+    body = rendered.get(etag)
+    if body is None:
+        job = await read_quickly(db, _read_job, db, version.id)
+        etag = JobVersion(job.id, job.updated_at, job.attempt).etag  # the row may have moved on since
+        body = JobPublic.of(job).model_dump_json().encode()
+        rendered.put(etag, body)
+    return _json(body, etag)
+
+
+def _read_job(db: DatabaseDep, job_id: str) -> Job:
     with db.read() as s:
-        rows, more = jobs_db.list_jobs(s, owner, statuses=status or (), limit=limit, before=cursor)
-    return JobList(data=[JobPublic.of(j) for j in rows], has_more=more, next_cursor=rows[-1].id if more else None)
+        job = jobs_db.get_job(s, job_id)
+    if job is None:  # deleted between the two reads
+        raise HTTPException(404, f"no job {job_id}")
+    return job
 
 
-@router.get("/{job_id}", response_model=JobPublic, operation_id="jobs-get", responses=ERRORS)
-def get_job(job_id: JobId, owner: OwnerDep, db: DatabaseDep) -> JobPublic:
-    return JobPublic.of(_get_owned(db, job_id, owner))
+@router.get("/{job_id}/report", operation_id="jobs-report", response_model=dict[str, Any],
+            responses={**ERRORS, **NOT_MODIFIED, 409: {"model": ErrorBody}})
+async def get_report(job: OwnedJobDep, request: Request) -> Response:
+    """The job's report.json (perplexity, KL, size, per-stage cost, per-layer error) once it succeeded."""
+    if job.report is None:
+        raise HTTPException(409, f"job {job.id} has no report: it is {job.status} (a report exists once it succeeded)")
+    etag = JobVersion(job.id, job.updated_at, job.attempt).etag_of("report")
+    if (not_modified := _not_modified(request, etag)) is not None:
+        return not_modified
+    return _json(json.dumps(job.report).encode(), etag)
+
+
+def _json(body: str | bytes, etag: str | None = None) -> Response:
+    """A body already serialised once (FastAPI would validate and serialise the model a second time)."""
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"} if etag else None
+    return Response(body, media_type="application/json", headers=headers)
 
 
 @router.get("/{job_id}/events", response_model=EventList, operation_id="jobs-events", responses=ERRORS)
 def list_events(
-    job_id: JobId, owner: OwnerDep, db: DatabaseDep,
+    job: OwnedJobDep, db: DatabaseDep,
     after: Annotated[int, Query(ge=0, le=2**62, description="return events with a larger id")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventList:
     """The job's event log (status changes, stages, layers, metrics), oldest first."""
-    _get_owned(db, job_id, owner)
     with db.read() as s:
-        rows, more = jobs_db.list_events(s, job_id, after=after, limit=limit)
+        rows, more = jobs_db.list_events(s, job.id, after=after, limit=limit)
     return EventList(data=[Event.of(e) for e in rows], has_more=more, last_id=rows[-1].id if rows else after)
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, operation_id="jobs-cancel",
              responses={**ERRORS, 409: {"model": ErrorBody}})
-def cancel_job(job_id: JobId, owner: OwnerDep, db: DatabaseDep) -> JobPublic:
+def cancel_job(job: OwnedJobDep, db: DatabaseDep) -> JobPublic:
     """A queued job is cancelled at once; a running one moves to `cancelling` and stops at the next layer."""
-    _get_owned(db, job_id, owner)
     try:
         with db.transaction() as s:
-            jobs_db.request_cancel(s, job_id)
+            jobs_db.request_cancel(s, job.id)
+            job = jobs_db.get_job(s, job.id)
     except jobs_db.InvalidTransition as e:
-        raise HTTPException(409, f"job {job_id} already {e.status}; only queued or running jobs can be cancelled") from None
-    return JobPublic.of(_get_owned(db, job_id, owner))
+        raise HTTPException(409, f"job {job.id} already {e.status}; only queued or running jobs can be cancelled") from None
+    return JobPublic.of(job)

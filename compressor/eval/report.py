@@ -29,12 +29,14 @@ class ReportModel(BaseModel):
 
 
 class JobInfo(ReportModel):
-    """Which job this is: the model, the recipe as run, its hash and seed."""
+    """Which job this is: the model, the recipe as run, its hash and seed (and `dry_run` for the service's stand-in)."""
 
+    OMIT_WHEN_NONE = frozenset({"dry_run"})
     model: str
     recipe: dict[str, Any]
     recipe_sha256: str
     seed: int
+    dry_run: bool | None = None
 
 
 class SizeInfo(ReportModel):

@@ -15,7 +15,7 @@ from compressor.pipeline import run_stages
 from compressor.progress import Progress
 from compressor.quant.attention import kv_cache_quant
 from compressor.spec import Recipe
-from random_models import tiny_llama
+from tests.random_models import tiny_llama
 
 KV4 = {"bits": 4, "symmetric": False}
 W4 = {"weights": {"bits": 4, "strategy": "group", "group_size": 16}}

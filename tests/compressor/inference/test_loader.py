@@ -25,7 +25,7 @@ from compressor.quant.stage import run_quantize
 from compressor.spec import HadamardConfig, JobSpec, QuantizeConfig, Recipe
 from compressor.transforms.quarot import apply_hadamard_rotations
 from triton_kernels.quant_linear import QuantLinear
-from random_models import tiny_llama
+from tests.random_models import tiny_llama
 
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 8}
 

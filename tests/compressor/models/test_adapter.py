@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from compressor.models.adapter import adapter_for
-from random_models import tiny_llama
+from tests.random_models import tiny_llama
 
 
 def test_untie_gives_the_head_its_own_weight():

@@ -6,7 +6,7 @@ from compressor.models.adapter import adapter_for
 from compressor.quant.compressed_linear import FakeQuantLinear, install_quantized_weight, plain_linear
 from compressor.quant.quantizer import quantize_weight_rtn
 from compressor.spec import WeightQuantConfig
-from random_models import tiny_llama
+from tests.random_models import tiny_llama
 
 
 def test_install_puts_dequantized_weight_and_codes_in_place():

@@ -24,7 +24,7 @@ from compressor.sparsity.metrics import LayerSample, activation_sparsity, collec
 from compressor.sparsity.schedule import lambda_at, sine_ramp, stage_boundaries
 from compressor.sparsity.training import finetune
 from compressor.spec import ProSparseConfig, Recipe
-from random_models import tiny_llama
+from tests.random_models import tiny_llama
 
 # --------------------------------------------------------------------------- schedule
 

@@ -35,7 +35,7 @@ from compressor.transforms.affinequant.matrices import (
 from compressor.transforms.affinequant.merge import merge_layer_transforms
 from compressor.transforms.affinequant.reconstruction import affinequant_quantize
 from compressor.transforms.fusion import runtime_transform_reasons
-from random_models import tiny_llama
+from tests.random_models import tiny_llama
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -4,7 +4,7 @@ import torch
 
 from compressor.models.adapter import adapter_for
 from compressor.transforms.fusion import fold_norms_into_linears
-from random_models import tiny_llama
+from tests.random_models import tiny_llama
 
 
 def max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -15,7 +15,7 @@ from compressor.progress import Progress
 from compressor.spec import KVCacheQuantConfig, Recipe
 from compressor.transforms.hadamard import random_hadamard_matrix
 from compressor.transforms.online_rotations import DOWN_SEED_OFFSET, QK_SEED_OFFSET, resolve_online_qk
-from random_models import tiny_llama
+from tests.random_models import tiny_llama
 
 KV4 = {"bits": 4}
 ROTATION = {"hadamard": {"seed": 5}, "ostquant": {"seed": 5, "steps": 0, "qsur_samples": 0}}

@@ -18,7 +18,7 @@ from compressor.transforms.ostquant.effective import fuse_ost_transforms
 from compressor.transforms.ostquant.parameters import OSTParameters
 from compressor.transforms.ostquant.stiefel import CayleyAdam, orthogonality_error
 from compressor.transforms.ostquant.stage import run_ostquant
-from random_models import tiny_llama
+from tests.random_models import tiny_llama
 
 
 def perturbed_parameters(model, adapter, seed: int = 0) -> OSTParameters:

@@ -6,7 +6,7 @@ import torch
 from compressor.models.adapter import adapter_for
 from compressor.spec import HadamardConfig
 from compressor.transforms.quarot import apply_hadamard_rotations
-from random_models import tiny_llama
+from tests.random_models import tiny_llama
 
 
 def max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:

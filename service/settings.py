@@ -1,0 +1,77 @@
+"""Service settings, read from `COMPRESSOR_*` environment variables (pydantic-settings).
+
+Everything has an embedded default: a SQLite file, an artifact folder and a work folder
+under `COMPRESSOR_HOME`, and the local executor. Production points `COMPRESSOR_DATABASE_URL`
+at PostgreSQL and sets `COMPRESSOR_EXECUTOR=celery`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.storage.url import parse_s3_url
+
+
+def default_home() -> Path:
+    return Path("~/.cache/compressor").expanduser()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COMPRESSOR_", extra="ignore")
+
+    home: Path = Field(default_factory=default_home, description="model store and embedded service data")
+    database_url: str = Field("", description="SQLAlchemy URL; empty = SQLite file under home/service")
+    artifacts_dir: Path | None = Field(None, description="artifact store root; default home/service/artifacts")
+    artifacts_url: str = Field(
+        "", description="artifact store by URL: s3://bucket/prefix?endpoint_url=…&region=… for an S3-compatible "
+                        "service, file:///path for a folder; empty = artifacts_dir")
+    work_dir: Path | None = Field(None, description="staging folders of running jobs; default home/service/work")
+
+    executor: Literal["local", "celery"] = "local"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    celery_queue: str = "compressor"
+    embedded_workers: bool = Field(True, description="the API process also runs the local executor's workers")
+    local_concurrency: int = Field(1, ge=1, le=64, description="jobs the local executor runs at once")
+
+    lease_s: float = Field(60.0, gt=0, description="a running job whose heartbeat is older than this is re-queued")
+    heartbeat_s: float = Field(5.0, gt=0, description="how often the supervisor renews the lease")
+    max_attempts: int = Field(3, ge=1, le=100, description="runs of one job before a lost worker fails it")
+    cancel_grace_s: float = Field(30.0, ge=0, description="wait for a cooperative cancel before killing the process group")
+    job_time_limit_s: float = Field(86400.0, gt=0, description="a job running longer is killed and failed")
+    poll_s: float = Field(1.0, gt=0, description="how often idle workers look for queued jobs and expired leases")
+    event_flush_s: float = Field(0.5, ge=0, description="minimum seconds between the job process's event writes")
+
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="requests with a larger body get 413")
+    key_cache_s: float = Field(5.0, ge=0, description="an API key checked once is trusted this long without a lookup "
+                                                      "(a revoked key stops working within it); 0 = look up every request")
+    job_runner: Literal["pipeline", "dry-run"] = Field(
+        "pipeline", description="what the job process runs: the compression pipeline (compressor.run), or the "
+                                "torch-free stand-in workers/dry_run.py that smoke-tests a deployment in seconds")
+    dashboard: bool = True
+
+    @field_validator("artifacts_url")
+    @classmethod
+    def _check_artifacts_url(cls, url: str) -> str:
+        if url.startswith("s3://"):
+            parse_s3_url(url)  # ValueError saying what is wrong
+        elif url and not url.startswith("file:///"):
+            raise ValueError(f"must start with s3:// or file:///, got {url!r}")
+        return url
+
+    @model_validator(mode="after")
+    def _fill_paths(self) -> Settings:
+        self.home = self.home.expanduser()
+        service = self.home / "service"
+        if not self.database_url:
+            self.database_url = f"sqlite:///{service / 'jobs.db'}"
+        if self.artifacts_dir is None:
+            self.artifacts_dir = service / "artifacts"
+        if self.work_dir is None:
+            self.work_dir = service / "work"
+        if self.heartbeat_s >= self.lease_s:
+            raise ValueError(f"heartbeat_s ({self.heartbeat_s}) must be shorter than lease_s ({self.lease_s})")
+        return self

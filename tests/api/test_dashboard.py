@@ -1,0 +1,79 @@
+"""The dashboard in headless Debian Chromium: paste a key, submit a preset, watch the job finish.
+
+The server runs the dry-run runner (the UI is under test, not the compression). Skips when
+chromium, chromedriver or selenium is missing (`apt-get install chromium chromium-driver`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.service_setup import fake_store_entry
+from tests.servers import Server, cli, service_env
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="Debian chromium / chromium-driver not installed")
+
+
+@pytest.fixture
+def browser(tmp_path: Path):  # noqa: ANN201
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,1400",
+                f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    yield driver
+    driver.quit()
+
+
+def test_submit_a_job_and_watch_it_finish(browser, tmp_path: Path) -> None:  # noqa: ANN001
+    home = tmp_path / "home"
+    fake_store_entry(home)
+    env = service_env(tmp_path, home, COMPRESSOR_JOB_RUNNER="dry-run", COMPRESSOR_DRY_RUN_LAYER_S="0.4")
+    server = Server(env, tmp_path / "serve.log")
+    try:
+        key = cli(env, "keys", "create", "--name", "browser").stdout.strip()
+        wait = WebDriverWait(browser, 90, ignored_exceptions=(StaleElementReferenceException,))  # slow shared CI; the page re-renders while polled
+        browser.get(f"{server.url}/")
+        wait.until(EC.presence_of_element_located((By.ID, "page-error")))  # no key yet: 401 shown
+        browser.find_element(By.ID, "api-key").send_keys(key)
+        browser.find_element(By.ID, "save-key").click()
+        wait.until(EC.presence_of_element_located((By.ID, "jobs-table")))
+
+        browser.get(f"{server.url}/dashboard/#/submit")
+        wait.until(lambda d: "quantize" in d.find_element(By.ID, "recipe-json").get_attribute("value"))
+        assert Select(browser.find_element(By.ID, "recipe-preset")).first_selected_option.text == "w4a16-rtn"
+        tokens = browser.find_element(By.ID, "max-tokens")
+        tokens.clear()
+        tokens.send_keys("1024")
+        browser.find_element(By.ID, "recipe-json").click()  # blur: the override goes into the JSON
+        wait.until(lambda d: '"max_tokens": 1024' in d.find_element(By.ID, "recipe-json").get_attribute("value"))
+        browser.find_element(By.ID, "submit-button").click()
+
+        wait.until(lambda d: "#/jobs/job_" in d.current_url)
+        WebDriverWait(browser, 180, ignored_exceptions=(StaleElementReferenceException,)).until(
+            lambda d: d.find_element(By.ID, "job-status").text in ("succeeded", "failed", "cancelled"))
+        browser.save_screenshot(str(tmp_path / "job.png"))
+        assert browser.find_element(By.ID, "job-status").text == "succeeded", server.output()
+        assert "perplexity (wiki)" in browser.find_element(By.ID, "metrics").text
+        assert browser.find_elements(By.CSS_SELECTOR, "#ppl-plot canvas"), "perplexity plot not drawn"
+        assert browser.find_elements(By.CSS_SELECTOR, "#progress-plot canvas"), "progress plot not drawn"
+        assert "model.safetensors" in browser.find_element(By.ID, "artifacts-table").text
+        assert "succeeded" in browser.find_element(By.ID, "job-events").text
+        job_id = browser.find_element(By.ID, "job-id").text
+
+        browser.get(f"{server.url}/dashboard/#/jobs")
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f'tr[data-job="{job_id}"]'))
+        assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and "401" not in e["message"]]
+    finally:
+        server.stop()
