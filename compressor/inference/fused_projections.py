@@ -83,9 +83,10 @@ class ProjectionSlice(nn.Module):
         self.last = False  # the last member drops the cached tensors once it has read them
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.fused.output_for(x)[..., self.start : self.stop]
+        fused = self._modules["fused"]  # direct: nn.Module attribute lookup costs more than the slice
+        y = fused.output_for(x)[..., self.start : self.stop]
         if self.last:
-            self.fused.release()
+            fused.release()
         return y
 
     def extra_repr(self) -> str:
