@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import time
 from pathlib import Path
 
 import httpx
@@ -106,10 +105,8 @@ def test_celery_lost_worker_job_is_requeued_and_finishes(tmp_path: Path, redis_u
         first.kill()
         wait_for(lambda: not pid_alive(child), 5, "the orphaned job process to kill itself")
         second = ServiceProcess(env, ["worker", "--hostname", "second@%h"], tmp_path / "worker2.log")
-        t0 = time.monotonic()
         final = wait_for(lambda: (j := job())["status"] in ("succeeded", "failed") and j, 60, "the job to end")
         assert final["status"] == "succeeded" and final["attempt"] == 2, server.output() + second.output()
-        assert time.monotonic() - t0 < 60
     finally:
         for p in (first, second, server):
             if p is not None:

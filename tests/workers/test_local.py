@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,10 +117,11 @@ def test_cancel_is_cooperative_between_layers(harness: Harness) -> None:
     harness.wait_layer(job_id, 0)
     with harness.db.transaction() as s:
         assert jobs_db.request_cancel(s, job_id) == "cancelling"
-    t0 = time.monotonic()
     job = harness.wait_status(job_id, ("cancelled", "succeeded", "failed"), timeout=10)
-    assert job.status == "cancelled" and time.monotonic() - t0 < 5
+    assert job.status == "cancelled"
+    # cooperative: the job process stopped itself between layers (a kill after the grace period says otherwise)
     assert any("cancelled during stage quantize" in e.message for e in harness.events(job_id))
+    assert not any("killed after" in e.message for e in harness.events(job_id))
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

@@ -16,7 +16,6 @@ import boto3
 import pytest
 from fastapi.testclient import TestClient
 
-from service.db import jobs as jobs_db
 from api.main import create_app
 from service.settings import Settings
 from service.storage import ArtifactStoreError, open_store
