@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from compressor.cli import build_parser as library_parser
+from compressor.cli import main as library_main
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -322,8 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    return library_main(argv, build_parser())
 
 
 if __name__ == "__main__":

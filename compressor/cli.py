@@ -129,8 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    """Run one command; `parser` lets the service's CLI (api/cli.py) add its commands to the library's."""
+    args = (parser or build_parser()).parse_args(argv)
     return int(args.func(args) or 0)
 
 
