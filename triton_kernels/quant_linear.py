@@ -204,30 +204,24 @@ class QuantLinear(nn.Module):
         """`_forward_native` for a `cpu_only` int4 layer, lean: a decode step calls it ~120 times, and
         the generic path's bookkeeping cost a fifth of the op itself at decode sizes."""
         buffers = self._buffers
-        group, k_padded = self._cpu_int4_shape
+        y = self._int4_mm_cpu(x, buffers["cpu_int4_packed"], buffers["cpu_int4_scales_zeros"], *self._cpu_int4_shape)
+        bias = buffers["bias"]
+        return y if bias is None else y + bias.to(y.dtype)
+
+    def _int4_mm_cpu(self, x: torch.Tensor, packed: torch.Tensor, scales_and_zeros: torch.Tensor,
+                     group: int, k_padded: int) -> torch.Tensor:
+        """torch's CPU int4 op on bf16 activations, K padded and the padded output rows dropped."""
         xb = x if x.dtype is torch.bfloat16 else x.to(torch.bfloat16)
         if k_padded != self.in_features:
             xb = F.pad(xb, (0, k_padded - self.in_features))
-        y = _INT4_MM_CPU(xb.contiguous(), buffers["cpu_int4_packed"], group, buffers["cpu_int4_scales_zeros"])
+        y = _INT4_MM_CPU(xb.contiguous(), packed, group, scales_and_zeros)
         if y.shape[1] != self.out_features:
             y = y[:, : self.out_features]
-        bias = buffers["bias"]
-        if bias is not None:
-            y = y + bias.to(y.dtype)
         return y if y.dtype is x.dtype else y.to(x.dtype)
 
     def _forward_native(self, x: torch.Tensor) -> torch.Tensor:
         if self.bits == 4:
-            packed, scales_and_zeros, group, k_padded = self._native_int4_weights()
-            xb = x if x.dtype == torch.bfloat16 else x.to(torch.bfloat16)
-            if k_padded != self.in_features:
-                xb = F.pad(xb, (0, k_padded - self.in_features))
-            if not xb.is_contiguous():
-                xb = xb.contiguous()
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(xb, packed, group, scales_and_zeros)
-            if y.shape[1] != self.out_features:
-                y = y[:, : self.out_features]
-            return y.to(x.dtype)
+            return self._int4_mm_cpu(x, *self._native_int4_weights())
         if self.quantize_activations:
             x_q, x_scale = w8a8.quantize_per_token_int8(x)
             acc = torch._int_mm(x_q, self.weight.t())

@@ -13,9 +13,10 @@ import hashlib
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:  # torch-free at run time: the service hashes artifact files with `sha256_file`
+    from torch import nn
 
 MANIFEST = "manifest.json"
 WEIGHTS_FILE = "model.safetensors"

@@ -8,7 +8,6 @@ package's `__init__` picks one by URL.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 import uuid
@@ -17,17 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from compressor.export.format import sha256_file  # one definition for the exporter, the stores and the loader
+
 
 class ArtifactStoreError(OSError):
     """The store could not be read or written (a network error, a missing bucket, …)."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def list_staging(staging: Path) -> list[tuple[Path, dict[str, Any]]]:

@@ -138,6 +138,7 @@ def test_cuda_configs_respect_dot_limits_and_groups(per_channel: bool) -> None:
             args = {"GROUP_SIZE": group, "M_BUCKET": m_bucket}
             kept = _prune_w4a16_configs(configs, args, PER_CHANNEL=per_channel)
             assert kept
-            assert per_channel or all(group % c.kwargs["BLOCK_K"] == 0 for c in kept)
+            if not per_channel:  # a grouped tile must not straddle two groups' scales
+                assert all(group % c.kwargs["BLOCK_K"] == 0 for c in kept)
             assert all(c.kwargs["BLOCK_M"] <= max(16, m_bucket) for c in kept)
     assert len(_w4a16_configs(interpret=True)) == 1  # the interpreter fails with more
