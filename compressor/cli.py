@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from compressor.spec import JobSpec, load_recipe, ready_made_recipes
+
+RESUME_DIR = "resume"  # OUT/resume: the job (job.json) and its checkpoints while it has not succeeded
+JOB_FILE = "job.json"
 
 
 def _validation_message(err: ValidationError, prefix: str) -> str:
@@ -29,8 +33,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     try:
-        recipe = load_recipe(args.recipe)
-        spec = JobSpec(model=args.model, recipe=recipe)
+        spec, out_dir = _job_to_run(args)
     except ValidationError as e:
         console.print(f"[red]{_validation_message(e, 'recipe')}")
         return 2
@@ -42,12 +45,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from compressor.pipeline import run
     from compressor.progress_display import ProgressDisplay
 
+    resume_dir = out_dir / RESUME_DIR
     try:
         with ProgressDisplay(console, verbose=args.verbose) as display:
-            result = run(spec, Path(args.out), progress=display)
+            result = run(spec, out_dir, progress=display, resume_dir=resume_dir)
     except (UnknownModelError, ValueError) as e:
         console.print(f"[red]{e}")
         return 2
+    shutil.rmtree(resume_dir, ignore_errors=True)
     report = result.report_model
     out = Console()
     out.print("\n[bold]perplexity[/]  (original → compressed)")
@@ -64,6 +69,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     out.print(f"time {report.seconds:.1f} s, peak RSS {report.peak_rss_mb:.0f} MB")
     out.print(f"artifacts: {result.out_dir.resolve()}  (report.html, report.json, checkpoint/)")
     return 0
+
+
+def _job_to_run(args: argparse.Namespace) -> tuple[JobSpec, Path]:
+    """The job of `run`: from --model/--recipe (a fresh start in --out), or the one an interrupted run left in --resume."""
+    if args.resume is not None:
+        if args.model or args.recipe or args.out:
+            raise ValueError("--resume OUT takes the job from OUT; do not combine it with --model, --recipe or --out")
+        out_dir = Path(args.resume)
+        job_file = out_dir / RESUME_DIR / JOB_FILE
+        if not job_file.is_file():
+            raise ValueError(f"--resume {out_dir}: no interrupted job there ({job_file} is missing); "
+                             "start one with --model, --recipe and --out")
+        return JobSpec.model_validate_json(job_file.read_text()), out_dir
+    missing = [flag for flag, value in (("--model", args.model), ("--recipe", args.recipe), ("--out", args.out)) if not value]
+    if missing:
+        raise ValueError(f"run needs {', '.join(missing)} (or --resume OUT to continue an interrupted run)")
+    spec = JobSpec(model=args.model, recipe=load_recipe(args.recipe))
+    out_dir = Path(args.out)
+    shutil.rmtree(out_dir / RESUME_DIR, ignore_errors=True)  # a new run never reuses an older job's state
+    (out_dir / RESUME_DIR).mkdir(parents=True)
+    (out_dir / RESUME_DIR / JOB_FILE).write_text(spec.model_dump_json(indent=1))
+    return spec, out_dir
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -106,9 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run a compression job")
-    p.add_argument("--model", required=True, help="model name in the store, e.g. smollm2-135m")
-    p.add_argument("--recipe", required=True, help="recipe file (YAML/JSON) or a ready-made recipe name")
-    p.add_argument("--out", required=True, help="output folder for the checkpoint and report")
+    p.add_argument("--model", help="model name in the store, e.g. smollm2-135m")
+    p.add_argument("--recipe", help="recipe file (YAML/JSON) or a ready-made recipe name")
+    p.add_argument("--out", help="output folder for the checkpoint and report (resume state in OUT/resume until it succeeds)")
+    p.add_argument("--resume", metavar="OUT", help="continue the interrupted run whose --out was OUT, from its last checkpoint")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_run)
 

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compressor.checkpoints import CheckpointStore
 from compressor.data import calibration_chunks, load_text
 from compressor.models.adapter import LlamaFamilyAdapter
 from compressor.progress import Progress
@@ -26,6 +27,7 @@ class CompressionContext:
     layer_errors: list[dict[str, Any]] = field(default_factory=list)
     report_sections: dict[str, Any] = field(default_factory=dict)  # extra report.json sections (qsur, ...)
     stage_index: int = 0  # index of the stage now running
+    checkpoints: CheckpointStore = field(default_factory=lambda: CheckpointStore(None))  # resume state (none: off)
     _calibration: torch.Tensor | None = None
 
     def calibration_tokens(self) -> torch.Tensor:
@@ -35,6 +37,10 @@ class CompressionContext:
             text = load_text(cal.dataset, "calibration", self.data_dir)
             self._calibration = calibration_chunks(self.tokenizer, text, cal.samples, cal.seqlen)
         return self._calibration
+
+    def unit_key(self, kind: str, number: int) -> str:
+        """The checkpoint key of unit `number` (a layer, a step) of the running stage: `s1:layer:00017`."""
+        return f"s{self.stage_index}:{kind}:{number:05d}"
 
     def next_quantize_config(self) -> QuantizeConfig | None:
         """The first quantize stage after the running one: what a transform stage should prepare for."""

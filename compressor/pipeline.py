@@ -19,7 +19,11 @@ import torch
 import compressor.stages  # noqa: F401  (registers every stage handler)
 from compressor.context import CompressionContext
 from compressor.eval.evaluation import evaluate
-from compressor.eval.report import EvalScores, Report, SizeInfo, build_report, job_info
+from compressor.checkpoints import CheckpointStore, Fingerprint
+from compressor.checkpoints.fingerprint import model_file_hashes, text_sha256
+from compressor.checkpoints.rng import restore_rng, rng_unit
+from compressor.data import load_text
+from compressor.eval.report import EvalScores, Report, SizeInfo, build_report, job_info, resume_section
 from compressor.eval.report_html import write_report_html
 from compressor.eval.resources import CostMeter
 from compressor.export.compressed_tensors_format import (
@@ -29,6 +33,7 @@ from compressor.export.compressed_tensors_format import (
 )
 from compressor.export.format import library_versions
 from compressor.models.adapter import adapter_for
+from compressor.machine import machine_info
 from compressor.models.store import ModelStore
 from compressor.paths import compressor_home
 from compressor.progress import CancelCheck, Progress, ProgressHook
@@ -76,7 +81,12 @@ def _check_group_sizes(ctx: CompressionContext) -> None:
 
 
 def run_stages(ctx: CompressionContext, meter: CostMeter) -> list[dict[str, Any]]:
-    """Apply the recipe's stages to `ctx.model` in order; one entry (name, meter key, details, cost) per stage."""
+    """Apply the recipe's stages to `ctx.model` in order; one entry (name, meter key, details, cost) per stage.
+
+    A stage a previous attempt finished runs again from its checkpointed units (cheap and
+    bit-identical), then the random generators are set to where that attempt left them, so
+    the stages after it see exactly what they would have seen without the crash.
+    """
     prog, stages = ctx.progress, ctx.recipe.stage_configs()
     stage_reports = []
     for index, cfg in enumerate(stages):
@@ -85,12 +95,44 @@ def run_stages(ctx: CompressionContext, meter: CostMeter) -> list[dict[str, Any]
         prog.stage = name
         prog.emit("stage_start", f"stage {index + 1}/{len(stages)}: {name}")
         key = f"{index}:{name}"
+        done = ctx.checkpoints.load(f"s{index}:done")
         with meter.measure(key) as cost:
             details = handler(ctx, cfg)
+        if done is not None:
+            restore_rng(done.tensors, done.meta)
+        else:
+            ctx.checkpoints.save(f"s{index}:done", *rng_unit())  # its work is in its units
         stage_reports.append({"name": name, "key": key, "details": details, "cost": cost})
         prog.emit("stage_end", f"{name} done in {cost.seconds:.1f} s")
         prog.check_cancel()
     return stage_reports
+
+
+def job_fingerprint(spec: JobSpec, model_dir: Path, data_dir: Path, device_kind: str) -> Fingerprint:
+    """What must be equal for a checkpoint to be reused: model files, recipe, calibration text, versions, device."""
+    cal = spec.recipe.calibration
+    try:
+        calibration = text_sha256(load_text(cal.dataset, "calibration", data_dir))
+    except (FileNotFoundError, ValueError):
+        calibration = None  # the stage that needs it reports the error
+    return Fingerprint(model=spec.model, model_files=model_file_hashes(model_dir), recipe_sha256=spec.recipe.sha256(),
+                       calibration_sha256=calibration, versions=library_versions(), device_kind=device_kind)
+
+
+def describe_resume(checkpoints: CheckpointStore, recipe_stages: list[str], num_layers: int) -> str | None:
+    """Where a resumed job picks up, in words ("stage 2/2 quantize at layer 17 of 30"); None when nothing is reused."""
+    keys = checkpoints.keys()
+    if not keys:
+        return None
+    for index, name in enumerate(recipe_stages):
+        if f"s{index}:done" in keys:
+            continue
+        layers = sum(k.startswith(f"s{index}:layer:") for k in keys)
+        steps = [int(k.rsplit(":", 1)[1]) for k in keys if k.startswith(f"s{index}:step:")]
+        at = f" at layer {layers + 1} of {num_layers}" if layers else f" after step {max(steps)}" if steps else ""
+        return f"stage {index + 1}/{len(recipe_stages)} {name}{at}"
+    evals = [k.split(":", 1)[1] for k in keys if k.startswith("eval:")]
+    return "evaluation" + (f" (done: {', '.join(evals)})" if evals else "")
 
 
 def run(
@@ -99,18 +141,32 @@ def run(
     progress: ProgressHook | None = None,
     should_cancel: CancelCheck | None = None,
     home: Path | None = None,
+    resume_dir: Path | None = None,
+    attempt: int | None = None,
 ) -> RunResult:
-    """Run one compression job; writes the checkpoint, report.json and report.html under `out_dir`."""
+    """Run one compression job; writes the checkpoint, report.json and report.html under `out_dir`.
+
+    With `resume_dir`, finished layers, training steps and scores are checkpointed there and
+    reused by a later call with the same job (same fingerprint); the folder is emptied when
+    the job succeeds. `attempt` numbers the try for the events (the service's attempt count).
+    """
     spec = JobSpec.model_validate(spec)
     recipe = spec.recipe
     home = home or compressor_home()
     store = ModelStore(home)
-    store.resolve(spec.model)  # unknown model: fail before anything else
+    model_dir = store.resolve(spec.model)  # unknown model: fail before anything else
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prog = Progress(progress, should_cancel)
     meter = CostMeter()
     seed_everything(recipe.seed)
+    machine = machine_info()
+    checkpoints = CheckpointStore(None)
+    if resume_dir is not None:
+        fingerprint = job_fingerprint(spec, model_dir, home / "data", machine.device_kind)
+        checkpoints = CheckpointStore(resume_dir, fingerprint, attempt)
+        if checkpoints.info.fresh_reason:
+            prog.emit("message", f"starting fresh: {checkpoints.info.fresh_reason}")
 
     prog.stage = "load"
     prog.emit("stage_start", f"loading {spec.model}")
@@ -119,8 +175,13 @@ def run(
         adapter = adapter_for(model)
         want_reference = recipe.eval.original or recipe.eval.kl
         reference = copy.deepcopy(model) if want_reference and recipe.eval.datasets else None
-    ctx = CompressionContext(model, tokenizer, adapter, recipe, prog, data_dir=home / "data")
+    ctx = CompressionContext(model, tokenizer, adapter, recipe, prog, data_dir=home / "data", checkpoints=checkpoints)
     _check_group_sizes(ctx)
+    where = describe_resume(checkpoints, [c.stage for c in recipe.stage_configs()], adapter.num_layers)
+    if where:
+        checkpoints.info.resumed_from = where
+        prog.emit("message", f"resumed at {where} (attempt {checkpoints.info.attempt})",
+                  data={"resumed_from": where, "attempt": checkpoints.info.attempt})
 
     stage_reports = run_stages(ctx, meter)
 
@@ -130,7 +191,7 @@ def run(
         prog.stage = "export"
         prog.emit("stage_start", "writing compressed-tensors checkpoint")
         with meter.measure("export"):
-            manifest_info = job_info(spec.model, recipe).model_dump(mode="json")
+            manifest_info = {**job_info(spec.model, recipe).model_dump(mode="json"), "machine": machine.model_dump(mode="json")}
             artifacts = export_compressed_tensors(model, tokenizer, out_dir / CHECKPOINT_DIR, manifest_info)
         checkpoint_bytes = sum(p.stat().st_size for p in artifacts)
 
@@ -151,11 +212,17 @@ def run(
         stage_details={s["key"]: s["details"] for s in stage_reports},
         layers=ctx.layer_errors,
         sections=ctx.report_sections,
+        machine=machine,
+        resume=resume_section(checkpoints.info) if resume_dir is not None else None,
     )
     report_json = report.model_dump(mode="json")
     (out_dir / "report.json").write_text(json.dumps(report_json, indent=2) + "\n")
     write_report_html(report, out_dir / "report.html")
+    checkpoints.clear()  # the job succeeded: its resume state has served
     prog.stage = None
+    if checkpoints.info.resumed_from:
+        prog.emit("message", f"resumed job saved {checkpoints.info.seconds_saved:.1f} s of work "
+                  f"({checkpoints.info.units_reused} checkpointed units reused)")
     prog.emit("message", f"done in {meter.total_seconds:.1f} s; artifacts in {out_dir}")
     return RunResult(
         out_dir=out_dir, report=report_json, report_model=report,

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
+from compressor.machine import MachineInfo
 from compressor.spec import Recipe
 
 
@@ -107,10 +108,23 @@ class TrainingSection(ReportModel):
     prosparse: list[ProSparseStep] | None = None
 
 
+class ResumeSection(ReportModel):
+    """How this run used the job's checkpoints: where it resumed, what that saved, what the checkpoints cost on disk."""
+
+    OMIT_WHEN_NONE = frozenset({"resumed_from", "fresh_reason"})
+    attempt: int
+    resumed_from: str | None = Field(None, description="where a resumed run picked up, e.g. 'stage 1/1 quantize at layer 17 of 30'")
+    units_reused: int = Field(description="checkpointed layers, training states and scores reused")
+    seconds_saved: float = Field(description="compute seconds those units took in earlier attempts")
+    fresh_reason: str | None = Field(None, description="why an existing checkpoint was not used (changed model, recipe, ...)")
+    checkpoint_bytes_written: int
+    checkpoint_peak_bytes: int
+
+
 class Report(ReportModel):
     """Everything report.json holds."""
 
-    OMIT_WHEN_NONE = frozenset({"qsur", "sparsity", "training"})
+    OMIT_WHEN_NONE = frozenset({"qsur", "sparsity", "training", "machine", "resume"})
     job: JobInfo
     versions: dict[str, str]
     perplexity: dict[str, dict[str, float]] = Field(description="'original' and 'compressed' → dataset → perplexity")
@@ -124,6 +138,15 @@ class Report(ReportModel):
     training: TrainingSection | None = None
     seconds: float
     peak_rss_mb: float
+    machine: MachineInfo | None = Field(None, description="CPU model, ISA flags, threads, GPU: float results differ between machines")
+    resume: ResumeSection | None = None
+
+
+def resume_section(info: Any) -> ResumeSection:
+    """The report's view of a `compressor.checkpoints.ResumeInfo`."""
+    return ResumeSection(attempt=info.attempt, resumed_from=info.resumed_from, units_reused=info.units_reused,
+                         seconds_saved=round(info.seconds_saved, 3), fresh_reason=info.fresh_reason,
+                         checkpoint_bytes_written=info.bytes_written, checkpoint_peak_bytes=info.peak_bytes)
 
 
 def job_info(model: str, recipe: Recipe) -> JobInfo:
@@ -149,6 +172,8 @@ def build_report(
     stage_details: dict[str, dict[str, Any]],
     layers: list[dict[str, Any]],
     sections: dict[str, Any],
+    machine: MachineInfo | None = None,
+    resume: ResumeSection | None = None,
 ) -> Report:
     """The job's report from what the pipeline measured.
 
@@ -171,4 +196,6 @@ def build_report(
         **sections,
         seconds=sum(c.seconds for c in costs.values()),
         peak_rss_mb=max((c.peak_rss_mb for c in costs.values()), default=0.0),
+        machine=machine,
+        resume=resume,
     )

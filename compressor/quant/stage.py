@@ -2,44 +2,78 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
 
+from compressor.checkpoints.records import record_from_unit, record_to_unit
 from compressor.context import CompressionContext
+from compressor.models.adapter import DecoderLayerParts
 from compressor.quant.attention import KV_QUANT, set_kv_quant, use_compressed_attention
 from compressor.quant.calibration import capture_layer0_inputs, capture_linear_inputs, layer_outputs
 from compressor.quant.compressed_linear import install_quantized_weight, plain_linear, wrap_linear
 from compressor.quant.gptq import HessianAccumulator, gptq_quantize
-from compressor.quant.quantizer import quantize_weight_rtn
+from compressor.quant.quantizer import QuantizedWeight, quantize_weight_rtn
 from compressor.registry import register_stage
 from compressor.spec import QuantizeConfig, WeightQuantConfig
+
+
+def _saved_layer(ctx: CompressionContext, parts: DecoderLayerParts) -> dict[str, QuantizedWeight] | None:
+    """The quantized weights of layer `parts` a previous attempt of this job finished, if any."""
+    unit = ctx.checkpoints.load(ctx.unit_key("layer", parts.index))
+    if unit is None:
+        return None
+    return {name: record_from_unit(name, unit.tensors, unit.meta[name]) for name in parts.linears()}
+
+
+def _finish_layer(ctx: CompressionContext, parts: DecoderLayerParts, weights: dict[str, QuantizedWeight],
+                  started: float | None) -> None:
+    """Install the layer's quantized weights; a freshly computed layer is checkpointed first."""
+    if started is not None:
+        tensors, meta = {}, {}
+        for name, q in weights.items():
+            t, meta[name] = record_to_unit(name, q)
+            tensors.update(t)
+        ctx.checkpoints.save(ctx.unit_key("layer", parts.index), tensors, meta, seconds=time.perf_counter() - started)
+    for name, q in weights.items():
+        ctx.layer_errors.append(install_quantized_weight(parts, name, q))
 
 
 def quantize_weights_rtn(ctx: CompressionContext, cfg: WeightQuantConfig) -> None:
     layers = ctx.adapter.all_layer_parts(ctx.model)
     for parts in layers:
-        for name, lin in parts.linears().items():
-            ctx.layer_errors.append(install_quantized_weight(parts, name, quantize_weight_rtn(plain_linear(lin).weight.data, cfg)))
+        saved, started = _saved_layer(ctx, parts), time.perf_counter()
+        weights = saved or {name: quantize_weight_rtn(plain_linear(lin).weight.data, cfg) for name, lin in parts.linears().items()}
+        _finish_layer(ctx, parts, weights, None if saved else started)
         ctx.progress.layer(parts.index, len(layers))
 
 
 @torch.no_grad()
 def quantize_weights_gptq(ctx: CompressionContext, cfg: WeightQuantConfig) -> None:
-    """Sequential GPTQ: each layer's Hessians come from the outputs of the already-quantized layers before it."""
-    inputs = capture_layer0_inputs(ctx.model, ctx.adapter, ctx.calibration_tokens())
+    """Sequential GPTQ: each layer's Hessians come from the outputs of the already-quantized layers before it.
+
+    On resume, layers a previous attempt finished are installed from its checkpoint and only
+    run forward (to give the next layer its inputs), which reproduces the same bits.
+    """
     layers = ctx.adapter.all_layer_parts(ctx.model)
+    remaining = [p.index for p in layers if not ctx.checkpoints.has(ctx.unit_key("layer", p.index))]
+    inputs = capture_layer0_inputs(ctx.model, ctx.adapter, ctx.calibration_tokens()) if remaining else None
     for parts in layers:
-        linears = {name: plain_linear(lin) for name, lin in parts.linears().items()}
-        source = {name: parts.shared_inputs().get(name, name) for name in linears}  # q/k/v and gate/up share one
-        hessians = {name: HessianAccumulator(linears[name].in_features) for name in set(source.values())}
-        watched = {name: linears[name] for name in hessians}
-        with capture_linear_inputs(watched, lambda name, x: hessians[name].add(x)):
-            layer_outputs(parts.layer, inputs)
-        for name, lin in linears.items():
-            ctx.layer_errors.append(install_quantized_weight(parts, name, gptq_quantize(lin.weight.data, hessians[source[name]].hessian, cfg)))
-        del hessians
-        inputs.hidden = layer_outputs(parts.layer, inputs)
+        saved, started = _saved_layer(ctx, parts), time.perf_counter()
+        if saved is None:
+            assert inputs is not None
+            linears = {name: plain_linear(lin) for name, lin in parts.linears().items()}
+            source = {name: parts.shared_inputs().get(name, name) for name in linears}  # q/k/v and gate/up share one
+            hessians = {name: HessianAccumulator(linears[name].in_features) for name in set(source.values())}
+            watched = {name: linears[name] for name in hessians}
+            with capture_linear_inputs(watched, lambda name, x: hessians[name].add(x)):
+                layer_outputs(parts.layer, inputs)
+            weights = {name: gptq_quantize(lin.weight.data, hessians[source[name]].hessian, cfg) for name, lin in linears.items()}
+            del hessians
+        _finish_layer(ctx, parts, saved or weights, None if saved else started)
+        if inputs is not None and any(i > parts.index for i in remaining):
+            inputs.hidden = layer_outputs(parts.layer, inputs)
         ctx.progress.layer(parts.index, len(layers))
 
 

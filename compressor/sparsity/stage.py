@@ -31,7 +31,7 @@ def sparsity_windows(ctx: CompressionContext, max_tokens: int) -> torch.Tensor:
 def run_prosparse(ctx: CompressionContext, cfg: ProSparseConfig) -> dict[str, Any]:
     model = ctx.model
     set_gate_activation(model, 0.0)  # train with plain ReLU; the threshold shift comes after training
-    history = finetune(model, ctx.calibration_tokens(), cfg, ctx.progress)
+    history = finetune(model, ctx.calibration_tokens(), cfg, ctx.progress, ctx.checkpoints, ctx.unit_key("step", 0)[:-5])
     set_gate_activation(model, cfg.fatrelu_threshold)
 
     windows = sparsity_windows(ctx, cfg.sparsity_eval_tokens)

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from compressor.checkpoints import CheckpointStore
+from compressor.checkpoints.records import optimizer_from_unit, optimizer_to_unit
 from compressor.progress import Progress
 from compressor.sparsity.hft import apply_frozen_half, draw_frozen_half, optimizer_over_trainable, trainable_parameters
 from compressor.sparsity.intermediate import tracking
@@ -44,9 +46,16 @@ def batches(tokens: torch.Tensor, batch_size: int, seed: int) -> Iterator[torch.
             raise ValueError(f"batch_size {batch_size} exceeds the {len(order)} calibration chunks")
 
 
-def finetune(model: nn.Module, tokens: torch.Tensor, cfg: ProSparseConfig, progress: Progress | None = None) -> list[dict[str, Any]]:
-    """Train `model` in place under the config's λ schedule; returns one record per step."""
+def finetune(model: nn.Module, tokens: torch.Tensor, cfg: ProSparseConfig, progress: Progress | None = None,
+             checkpoints: CheckpointStore | None = None, series: str = "prosparse:step:") -> list[dict[str, Any]]:
+    """Train `model` in place under the config's λ schedule; returns one record per step.
+
+    With `checkpoints`, the weights, optimizer moments and step are saved every
+    `step_interval_s` under `series`, and a later call continues from the newest of them:
+    the batch order and the HFT draw are functions of the seed and step, so they are replayed.
+    """
     progress = progress or Progress()
+    checkpoints = checkpoints or CheckpointStore(None)
     total = sum(cfg.stage_steps)
     device = next(model.parameters()).device
     was_trainable = {p: p.requires_grad for p in model.parameters()}
@@ -58,10 +67,30 @@ def finetune(model: nn.Module, tokens: torch.Tensor, cfg: ProSparseConfig, progr
     optimizer: torch.optim.Optimizer | None = None
     stage = -1
     stream = batches(tokens, cfg.batch_size, cfg.seed)
+    first, elapsed = 1, 0.0
+    saved = checkpoints.latest(series)
+    if saved is not None:
+        unit = saved[1]
+        done = unit.meta["step"]
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(unit.tensors[f"model.{name}"])
+        stage = stage_of(done, cfg.stage_steps)
+        if cfg.finetune == "hft":
+            apply_frozen_half(model, draw_frozen_half(len(model.model.layers), cfg.seed, stage))
+        else:
+            for p in model.parameters():
+                p.requires_grad_(True)
+        optimizer = optimizer_over_trainable(model, make)
+        optimizer_from_unit("optimizer", unit.tensors, optimizer)
+        history, first, elapsed = list(unit.meta["history"]), done + 1, unit.seconds
+        for _ in range(done):
+            next(stream)
+    started = time.perf_counter()
     model.train()
     try:
         with tracking(model) as stats:
-            for step in range(1, total + 1):
+            for step in range(first, total + 1):
                 if stage_of(step, cfg.stage_steps) != stage:
                     stage = stage_of(step, cfg.stage_steps)
                     if cfg.finetune == "hft":
@@ -92,6 +121,11 @@ def finetune(model: nn.Module, tokens: torch.Tensor, cfg: ProSparseConfig, progr
                 }
                 stats.l1 = []  # drop the graph references before the next step
                 history.append(record)
+                if checkpoints.step_due(series, last=step == total):
+                    state = {f"model.{name}": p for name, p in model.named_parameters()}
+                    state.update(optimizer_to_unit("optimizer", optimizer))
+                    checkpoints.save(f"{series}{step:05d}", state, {"step": step, "history": history},
+                                     seconds=elapsed + time.perf_counter() - started, replaces=series)
                 progress.emit("step", f"prosparse step {step}/{total}: loss {record['loss']:.3f} λ {lam:.3g} "
                               f"sparsity {record['sparsity']:.3f}", fraction=step / total, data=record)
                 progress.check_cancel()

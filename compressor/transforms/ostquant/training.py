@@ -9,12 +9,14 @@ the activations (E[tokens]·R1 and (h·R1ᵀ)·Wᵀ), which avoids a 49152×576 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from compressor.checkpoints.records import optimizer_from_unit, optimizer_to_unit, state_blob, state_from_blob
 from compressor.context import CompressionContext
 from compressor.quant.compressed_linear import compression_bypassed
 from compressor.quant.kl_top import kl_top_loss
@@ -43,6 +45,29 @@ def calibration_loss(teacher: torch.Tensor, student: torch.Tensor, tokens: torch
     return F.cross_entropy(student[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
 
 
+def training_state(params: OSTParameters, opts: list[torch.optim.Optimizer], schedules: list[Any],
+                   gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Everything the next step depends on: the transforms, optimizer moments, LR schedule, batch generator."""
+    tensors = {f"params.{k}": v for k, v in params.state_dict().items()}
+    for i, o in enumerate(opts):
+        tensors.update(optimizer_to_unit(f"opt.{i}", o))
+    tensors.update({f"schedule.{i}": state_blob(sch.state_dict()) for i, sch in enumerate(schedules)})
+    tensors["generator"] = gen.get_state()
+    return tensors
+
+
+def restore_training_state(tensors: dict[str, torch.Tensor], params: OSTParameters, opts: list[torch.optim.Optimizer],
+                           schedules: list[Any], gen: torch.Generator) -> None:
+    with torch.no_grad():
+        for k, v in params.state_dict().items():
+            v.copy_(tensors[f"params.{k}"])
+    for i, o in enumerate(opts):
+        optimizer_from_unit(f"opt.{i}", tensors, o)
+    for i, sch in enumerate(schedules):
+        sch.load_state_dict(state_from_blob(tensors[f"schedule.{i}"]))
+    gen.set_state(tensors["generator"])
+
+
 def train_transforms(
     ctx: CompressionContext, params: OSTParameters, cfg: OSTQuantConfig,
     weight_target: WeightQuantConfig | None, down_hadamard_seed: int | None,
@@ -68,7 +93,15 @@ def train_transforms(
         p.requires_grad_(False)
 
     losses: list[float] = []
-    for step in range(cfg.steps):
+    series, elapsed = ctx.unit_key("step", 0).rsplit(":", 1)[0] + ":", 0.0
+    first = 0
+    saved = ctx.checkpoints.latest(series)
+    if saved is not None:  # a previous attempt trained this far: continue from its exact state
+        unit = saved[1]
+        restore_training_state(unit.tensors, params, opts, schedules, gen)
+        first, losses, elapsed = unit.meta["step"], list(unit.meta["losses"]), unit.seconds
+    started = time.perf_counter()
+    for step in range(first, cfg.steps):
         batch = tokens[torch.randint(0, tokens.shape[0], (cfg.batch_size,), generator=gen)]
         with torch.no_grad(), compression_bypassed():
             teacher = model(batch, use_cache=False).logits
@@ -92,6 +125,10 @@ def train_transforms(
         for schedule in schedules:
             schedule.step()
         losses.append(loss.item())
+        if ctx.checkpoints.step_due(series, last=step + 1 == cfg.steps):
+            ctx.checkpoints.save(ctx.unit_key("step", step + 1), training_state(params, opts, schedules, gen),
+                                 {"step": step + 1, "losses": losses}, seconds=elapsed + time.perf_counter() - started,
+                                 replaces=series)
         ctx.progress.emit("step", f"step {step + 1}/{cfg.steps} loss {losses[-1]:.4f}", fraction=(step + 1) / cfg.steps,
                           data={"step": step + 1, "loss": losses[-1], "lr_factor": lr_factor})
         ctx.progress.check_cancel()
