@@ -30,6 +30,10 @@ class Settings(BaseSettings):
         "", description="artifact store by URL: s3://bucket/prefix?endpoint_url=…&region=… for an S3-compatible "
                         "service, file:///path for a folder; empty = artifacts_dir")
     work_dir: Path | None = Field(None, description="staging folders of running jobs; default home/service/work")
+    checkpoints_dir: Path | None = Field(
+        None, description="resume state of running jobs, kept across attempts (a re-queued job resumes from it); workers "
+                          "that take over each other's jobs must share it (one host, or a shared volume); "
+                          "default home/service/checkpoints")
 
     executor: Literal["local", "celery"] = "local"
     broker_url: str = "redis://127.0.0.1:6379/0"
@@ -72,6 +76,8 @@ class Settings(BaseSettings):
             self.artifacts_dir = service / "artifacts"
         if self.work_dir is None:
             self.work_dir = service / "work"
+        if self.checkpoints_dir is None:
+            self.checkpoints_dir = service / "checkpoints"
         if self.heartbeat_s >= self.lease_s:
             raise ValueError(f"heartbeat_s ({self.heartbeat_s}) must be shorter than lease_s ({self.lease_s})")
         return self

@@ -184,3 +184,18 @@ def s3_url(s3_endpoint: str) -> str:
     bucket = f"test-{secrets.token_hex(6)}"
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
     return f"s3://{bucket}/artifacts?endpoint_url={s3_endpoint}&region=us-east-1"
+
+
+@pytest.fixture()
+def tiny4_store(model_store: Path, tmp_path: Path) -> Path:
+    """A store holding `tiny4`: a 4-layer tiny Llama speaking the bundled tokenizer (layer-by-layer resume tests)."""
+    from transformers import AutoTokenizer
+
+    from compressor.models.store import ModelStore
+    from tests.random_models import tiny_llama
+
+    tok = AutoTokenizer.from_pretrained(model_store / "models" / "smollm2-135m")
+    home = tmp_path / "home"
+    ModelStore(home).add_model("tiny4", tiny_llama(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                                                   num_attention_heads=4, head_dim=16, num_hidden_layers=4), tok, source="test")
+    return home

@@ -42,19 +42,24 @@ class JobProcessArgs:
     event_flush_s: float
     spec: dict[str, Any]
     parent_pid: int
+    resume_dir: Path | None = None  # the job's checkpoints, shared by its attempts
 
     @property
     def lease(self) -> jobs_db.Lease:
         return jobs_db.Lease(self.job_id, self.lease_owner, self.attempt)
 
 
-def run_pipeline(spec: Any, out_dir: Path, *, home: Path, progress: Callable, should_cancel: Callable) -> Any:
+def run_pipeline(spec: Any, out_dir: Path, *, home: Path, progress: Callable, should_cancel: Callable,
+                 resume_dir: Path | None = None, attempt: int | None = None) -> Any:
     import compressor
 
-    return compressor.run(spec, out_dir, progress=progress, should_cancel=should_cancel, home=home)
+    return compressor.run(spec, out_dir, progress=progress, should_cancel=should_cancel, home=home,
+                          resume_dir=resume_dir, attempt=attempt)
 
 
-def run_dry(spec: Any, out_dir: Path, *, home: Path, progress: Callable, should_cancel: Callable) -> Any:
+def run_dry(spec: Any, out_dir: Path, *, home: Path, progress: Callable, should_cancel: Callable,
+            resume_dir: Path | None = None, attempt: int | None = None) -> Any:
+    """The stand-in keeps no resume state (it has nothing worth resuming)."""
     from workers import dry_run
 
     return dry_run.run(spec, out_dir, progress=progress, should_cancel=should_cancel, home=home)
@@ -184,7 +189,8 @@ def main(args: JobProcessArgs) -> None:
         spec = JobSpec.model_validate(args.spec)
         writer(_message("loading the library and the model", "starting"))
         run_result = RUNNERS[args.runner](spec, args.out_dir, home=args.home, progress=writer,
-                                          should_cancel=CancelCheck(db, args.lease, writer))
+                                          should_cancel=CancelCheck(db, args.lease, writer),
+                                          resume_dir=args.resume_dir, attempt=args.attempt)
         writer.flush()
         report = getattr(run_result, "report", None) or {}
         _write_result(args.result_path, {"status": "succeeded", "report": report})

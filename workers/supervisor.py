@@ -69,6 +69,7 @@ class JobRun:
         self.staging = Path(settings.work_dir) / f"{lease.job_id}-{lease.attempt}"
         self.out_dir = self.staging / "out"
         self.result_path = self.staging / "result.json"
+        self.resume_dir = Path(settings.checkpoints_dir) / lease.job_id  # outlives the attempt, unlike staging
 
     def event(self, message: str, level: str = "info", **data: Any) -> None:
         with self.db.transaction() as s:
@@ -81,7 +82,7 @@ class JobRun:
             job_id=self.lease.job_id, lease_owner=self.lease.owner, attempt=self.lease.attempt,
             database_url=self.settings.database_url, home=Path(self.settings.home), out_dir=self.out_dir,
             result_path=self.result_path, runner=self.settings.job_runner, event_flush_s=self.settings.event_flush_s,
-            spec=self.spec, parent_pid=os.getpid())
+            spec=self.spec, parent_pid=os.getpid(), resume_dir=self.resume_dir)
         proc = multiprocessing.get_context("spawn").Process(
             target=job_process.main, args=(args,), name=f"compressor-{self.lease.job_id}", daemon=False)
         proc.start()
@@ -182,6 +183,8 @@ def run_job(job_id: str, settings: Settings, worker: str, *, db: Database | None
             kill_group(proc)  # never leave an unsupervised job process behind
             raise
         shutil.rmtree(run.staging, ignore_errors=True)
+        if outcome in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled):
+            shutil.rmtree(run.resume_dir, ignore_errors=True)  # terminal: nothing will resume it
         log.info("job %s attempt %d: %s", job_id, lease.attempt, outcome)
         return outcome
     finally:

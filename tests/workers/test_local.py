@@ -125,6 +125,19 @@ def test_cancel_is_cooperative_between_layers(harness: Harness) -> None:
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_cancelled_jobs_checkpoints_are_removed(harness: Harness) -> None:
+    job_id = harness.submit()
+    harness.wait_layer(job_id, 0)
+    resume_dir = Path(harness.settings.checkpoints_dir) / job_id
+    resume_dir.mkdir(parents=True)  # what a pipeline attempt leaves (the dry-run runner keeps none)
+    (resume_dir / "journal.json").write_text("{}")
+    with harness.db.transaction() as s:
+        jobs_db.request_cancel(s, job_id)
+    assert harness.wait_status(job_id, ("cancelled", "succeeded", "failed"), timeout=10).status == "cancelled"
+    wait_for(lambda: not resume_dir.exists(), 10, "the checkpoints to be removed")
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_cancel_kills_the_process_group_after_the_grace_period(harness: Harness) -> None:
     job_id = harness.submit("slow")  # 15 s per layer: no layer boundary comes soon
     pid = harness.job_pid(job_id)

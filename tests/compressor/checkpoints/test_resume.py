@@ -34,21 +34,6 @@ PROSPARSE = [{"prosparse": {"lambdas": [0.0, 0.5], "stage_steps": [3, 3], "warmu
              {"quantize": {"weights": {"bits": 4, "strategy": "channel", "method": "rtn"}}}]
 
 
-@pytest.fixture()
-def store4(model_store: Path, tmp_path: Path) -> Path:
-    """A store with a 4-layer tiny Llama speaking the bundled tokenizer."""
-    from transformers import AutoTokenizer
-
-    from compressor.models.store import ModelStore
-    from tests.random_models import tiny_llama
-
-    tok = AutoTokenizer.from_pretrained(model_store / "models" / "smollm2-135m")
-    home = tmp_path / "home"
-    ModelStore(home).add_model("tiny4", tiny_llama(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                                                   num_attention_heads=4, head_dim=16, num_hidden_layers=4), tok, source="test")
-    return home
-
-
 def cli(home: Path, *args: str, failpoint_key: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "COMPRESSOR_HOME": str(home), INTERVAL_ENV: "0", "PYTHONPATH": str(REPO)}
     env.pop(failpoint.ENV, None)
@@ -83,10 +68,10 @@ def uninterrupted(home: Path, tmp_path: Path, stages: list) -> tuple[dict, str]:
     (OSTQUANT, "s0:step:00003", "stage 1/2 ostquant after step 3"),
     (PROSPARSE, "s0:step:00004", "stage 1/2 prosparse after step 4"),
 ], ids=["gptq", "ostquant", "prosparse"])
-def test_killed_job_resumes_to_the_same_bytes(store4, tmp_path, stages, key, where, monkeypatch):
+def test_killed_job_resumes_to_the_same_bytes(tiny4_store, tmp_path, stages, key, where, monkeypatch):
     monkeypatch.setenv(INTERVAL_ENV, "0")
-    whole, whole_sha = uninterrupted(store4, tmp_path, stages)
-    report, out = killed_then_resumed(store4, tmp_path, stages, key)
+    whole, whole_sha = uninterrupted(tiny4_store, tmp_path, stages)
+    report, out = killed_then_resumed(tiny4_store, tmp_path, stages, key)
     assert sha256_file(out / "checkpoint" / "model.safetensors") == whole_sha
     assert report["perplexity"] == whole["perplexity"]
     assert report["resume"]["resumed_from"] == where
@@ -94,33 +79,33 @@ def test_killed_job_resumes_to_the_same_bytes(store4, tmp_path, stages, key, whe
     assert report["resume"]["units_reused"] >= 1 and report["resume"]["seconds_saved"] > 0
 
 
-def test_changed_recipe_does_not_resume_from_a_stale_checkpoint(store4, tmp_path):
+def test_changed_recipe_does_not_resume_from_a_stale_checkpoint(tiny4_store, tmp_path):
     recipe = tmp_path / "recipe.json"
     recipe.write_text(json.dumps({"stages": GPTQ, **SMALL}))
     out = tmp_path / "out"
-    assert cli(store4, "--model", "tiny4", "--recipe", str(recipe), "--out", str(out),
+    assert cli(tiny4_store, "--model", "tiny4", "--recipe", str(recipe), "--out", str(out),
                failpoint_key="s0:layer:00001").returncode == -signal.SIGKILL
     changed = JobSpec.model_validate({"model": "tiny4", "recipe": {"stages": GPTQ, **SMALL, "seed": 1}})
     events = []
-    result = run(changed, out, home=store4, resume_dir=out / "resume", progress=events.append)
+    result = run(changed, out, home=tiny4_store, resume_dir=out / "resume", progress=events.append)
     assert result.report["resume"]["units_reused"] == 0
     assert "resumed_from" not in result.report["resume"]
     assert "recipe sha256" in result.report["resume"]["fresh_reason"]
     assert any(e.message.startswith("starting fresh: the checkpoint is for a different job") for e in events)
 
 
-def test_changed_model_file_does_not_resume(store4, tmp_path):
+def test_changed_model_file_does_not_resume(tiny4_store, tmp_path):
     spec = JobSpec.model_validate({"model": "tiny4", "recipe": {"stages": GPTQ, **SMALL}})
     out = tmp_path / "out"
     from compressor.checkpoints import CheckpointStore
     from compressor.pipeline import job_fingerprint
 
-    model_dir = store4 / "models" / "tiny4"
-    before = job_fingerprint(spec, model_dir, store4 / "data", "cpu:X")
+    model_dir = tiny4_store / "models" / "tiny4"
+    before = job_fingerprint(spec, model_dir, tiny4_store / "data", "cpu:X")
     CheckpointStore(out / "resume", before).save("s0:layer:00000", {}, {"x": 1})
     config = json.loads((model_dir / "config.json").read_text())
     (model_dir / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1e-6}))
-    after = job_fingerprint(spec, model_dir, store4 / "data", "cpu:X")
+    after = job_fingerprint(spec, model_dir, tiny4_store / "data", "cpu:X")
     store = CheckpointStore(out / "resume", after)
     assert store.keys() == []
     assert store.info.fresh_reason == "the checkpoint is for a different job: model files changed: config.json"

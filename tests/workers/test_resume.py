@@ -1,0 +1,69 @@
+"""Through the service: a job process SIGKILLed after GPTQ layer 2 is re-queued and resumes from its checkpoint.
+
+The local executor runs the real pipeline on a 4-layer tiny Llama; `COMPRESSOR_FAILPOINT`
+kills the first attempt's job process (once, guarded by a marker file) right after layer 2
+is checkpointed. The second attempt must say where it resumed and store an artifact with the
+sha256 of an uninterrupted run; a terminal job's checkpoints are gone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from compressor.checkpoints import failpoint
+from compressor.checkpoints.store import INTERVAL_ENV
+from compressor.export.format import sha256_file
+from compressor.pipeline import run
+from compressor.spec import JobSpec
+from service.db import jobs as jobs_db
+from service.db.database import Database
+from service.db.models import Job
+from workers.local import LocalExecutor
+
+from tests.service_setup import create_api_key, service_settings, wait_for
+
+RECIPE = {"stages": [{"quantize": {"weights": {"bits": 4, "strategy": "group", "group_size": 32, "method": "gptq"}}}],
+          "calibration": {"samples": 4, "seqlen": 64}, "eval": {"datasets": ["wiki"], "max_tokens": 256, "window": 128}}
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_killed_job_resumes_through_the_service_with_the_same_bytes(tiny4_store, db_url, tmp_path, monkeypatch):
+    spec = {"model": "tiny4", "recipe": RECIPE}
+    run(JobSpec.model_validate(spec), tmp_path / "whole", home=tiny4_store)
+    whole_sha = sha256_file(tmp_path / "whole" / "checkpoint" / "model.safetensors")
+
+    monkeypatch.setenv(failpoint.ENV, "s0:layer:00001")
+    monkeypatch.setenv(failpoint.ONCE_ENV, str(tmp_path / "killed-once"))
+    monkeypatch.setenv(INTERVAL_ENV, "0")
+    settings = service_settings(tmp_path, database_url=db_url, home=tiny4_store, job_runner="pipeline", lease_s=30.0)
+    db = Database(db_url)
+    db.migrate()
+    owner_key = create_api_key(db)
+    from service.db import keys
+
+    with db.transaction() as s:
+        owner = keys.find_key(s, owner_key).id
+        job_id = jobs_db.create_job(s, owner=owner, spec=spec, model="tiny4", recipe_name="gptq", executor="local",
+                                    max_attempts=2).id
+    executor = LocalExecutor(settings, db)
+    executor.start()
+    try:
+        def job() -> Job:
+            with db.transaction() as s:
+                return s.get(Job, job_id)
+        done = wait_for(lambda: (j := job()).status in ("succeeded", "failed") and j, 300, "the job to finish")
+        with db.transaction() as s:
+            messages = [e.message for e in jobs_db.list_events(s, job_id, limit=1000)[0]]
+    finally:
+        executor.stop()
+        db.dispose()
+    assert done.status == "succeeded" and done.attempt == 2, messages
+    assert (tmp_path / "killed-once").read_text() == "s0:layer:00001"
+    assert any("killed by SIGKILL" in m and "re-queued" in m for m in messages)
+    assert "resumed at stage 1/1 quantize at layer 3 of 4 (attempt 2)" in messages
+    assert done.report["resume"]["attempt"] == 2 and done.report["resume"]["units_reused"] == 2
+    (weights,) = [a for a in done.artifacts if a["name"].endswith("model.safetensors")]
+    assert weights["sha256"] == whole_sha
+    assert not (Path(settings.checkpoints_dir) / job_id).exists()
