@@ -22,6 +22,7 @@ from compressor.eval.evaluation import evaluate
 from compressor.checkpoints import CheckpointStore, Fingerprint
 from compressor.checkpoints.fingerprint import model_file_hashes, text_sha256
 from compressor.checkpoints.rng import restore_rng, rng_unit
+from compressor.checkpoints.store import Observer
 from compressor.data import load_text
 from compressor.eval.report import EvalScores, Report, SizeInfo, build_report, job_info, resume_section
 from compressor.eval.report_html import write_report_html
@@ -143,12 +144,14 @@ def run(
     home: Path | None = None,
     resume_dir: Path | None = None,
     attempt: int | None = None,
+    checkpoint_observer: Observer | None = None,
 ) -> RunResult:
     """Run one compression job; writes the checkpoint, report.json and report.html under `out_dir`.
 
     With `resume_dir`, finished layers, training steps and scores are checkpointed there and
     reused by a later call with the same job (same fingerprint); the folder is emptied when
-    the job succeeds. `attempt` numbers the try for the events (the service's attempt count).
+    the job succeeds. `attempt` numbers the try for the events (the service's attempt count);
+    `checkpoint_observer` hears of every checkpoint write (the service mirrors them to S3).
     """
     spec = JobSpec.model_validate(spec)
     recipe = spec.recipe
@@ -164,7 +167,7 @@ def run(
     checkpoints = CheckpointStore(None)
     if resume_dir is not None:
         fingerprint = job_fingerprint(spec, model_dir, home / "data", machine.device_kind)
-        checkpoints = CheckpointStore(resume_dir, fingerprint, attempt)
+        checkpoints = CheckpointStore(resume_dir, fingerprint, attempt, checkpoint_observer)
         if checkpoints.info.fresh_reason:
             prog.emit("message", f"starting fresh: {checkpoints.info.fresh_reason}")
 

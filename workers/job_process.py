@@ -22,6 +22,7 @@ from typing import Any, Literal
 from service.db import jobs as jobs_db
 from service.db.database import Database
 from service.records import JobProgress
+from service.storage.checkpoints import checkpoint_mirror
 
 CANCEL_POLL_S = 0.5
 Runner = Literal["pipeline", "dry-run"]
@@ -42,7 +43,8 @@ class JobProcessArgs:
     event_flush_s: float
     spec: dict[str, Any]
     parent_pid: int
-    resume_dir: Path | None = None  # the job's checkpoints, shared by its attempts
+    resume_dir: Path | None = None  # the job's checkpoints (local; shared by its attempts unless mirrored)
+    checkpoint_mirror_url: str = ""  # an s3:// artifact store: checkpoints restored from and mirrored to it
 
     @property
     def lease(self) -> jobs_db.Lease:
@@ -50,15 +52,15 @@ class JobProcessArgs:
 
 
 def run_pipeline(spec: Any, out_dir: Path, *, home: Path, progress: Callable, should_cancel: Callable,
-                 resume_dir: Path | None = None, attempt: int | None = None) -> Any:
+                 resume_dir: Path | None = None, attempt: int | None = None, checkpoint_observer: Callable | None = None) -> Any:
     import compressor
 
     return compressor.run(spec, out_dir, progress=progress, should_cancel=should_cancel, home=home,
-                          resume_dir=resume_dir, attempt=attempt)
+                          resume_dir=resume_dir, attempt=attempt, checkpoint_observer=checkpoint_observer)
 
 
 def run_dry(spec: Any, out_dir: Path, *, home: Path, progress: Callable, should_cancel: Callable,
-            resume_dir: Path | None = None, attempt: int | None = None) -> Any:
+            resume_dir: Path | None = None, attempt: int | None = None, checkpoint_observer: Callable | None = None) -> Any:
     """The stand-in keeps no resume state (it has nothing worth resuming)."""
     from workers import dry_run
 
@@ -187,10 +189,13 @@ def main(args: JobProcessArgs) -> None:
         from compressor.spec import JobSpec
 
         spec = JobSpec.model_validate(args.spec)
+        mirror = checkpoint_mirror(args.checkpoint_mirror_url, args.job_id) if args.resume_dir else None
+        if mirror is not None and (restored := mirror.restore(args.resume_dir)):
+            writer(_message(f"restored {restored} checkpoint files from the artifact store", "starting"))
         writer(_message("loading the library and the model", "starting"))
         run_result = RUNNERS[args.runner](spec, args.out_dir, home=args.home, progress=writer,
                                           should_cancel=CancelCheck(db, args.lease, writer),
-                                          resume_dir=args.resume_dir, attempt=args.attempt)
+                                          resume_dir=args.resume_dir, attempt=args.attempt, checkpoint_observer=mirror)
         writer.flush()
         report = getattr(run_result, "report", None) or {}
         _write_result(args.result_path, {"status": "succeeded", "report": report})

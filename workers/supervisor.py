@@ -26,6 +26,7 @@ from service.records import JobProgress, JobStatus
 from service.settings import Settings
 from workers import job_process
 from service.storage import open_store
+from service.storage.checkpoints import checkpoint_mirror
 
 log = logging.getLogger("compressor.worker")
 
@@ -69,7 +70,10 @@ class JobRun:
         self.staging = Path(settings.work_dir) / f"{lease.job_id}-{lease.attempt}"
         self.out_dir = self.staging / "out"
         self.result_path = self.staging / "result.json"
-        self.resume_dir = Path(settings.checkpoints_dir) / lease.job_id  # outlives the attempt, unlike staging
+        # the job's checkpoints outlive the attempt: in the shared checkpoints folder, or (S3 artifact store)
+        # mirrored to the bucket and restored into this attempt's staging folder
+        self.mirror = checkpoint_mirror(settings.artifacts_url, lease.job_id)
+        self.resume_dir = self.staging / "resume" if self.mirror else Path(settings.checkpoints_dir) / lease.job_id
 
     def event(self, message: str, level: str = "info", **data: Any) -> None:
         with self.db.transaction() as s:
@@ -82,11 +86,20 @@ class JobRun:
             job_id=self.lease.job_id, lease_owner=self.lease.owner, attempt=self.lease.attempt,
             database_url=self.settings.database_url, home=Path(self.settings.home), out_dir=self.out_dir,
             result_path=self.result_path, runner=self.settings.job_runner, event_flush_s=self.settings.event_flush_s,
-            spec=self.spec, parent_pid=os.getpid(), resume_dir=self.resume_dir)
+            spec=self.spec, parent_pid=os.getpid(), resume_dir=self.resume_dir,
+            checkpoint_mirror_url=self.settings.artifacts_url if self.mirror else "")
         proc = multiprocessing.get_context("spawn").Process(
             target=job_process.main, args=(args,), name=f"compressor-{self.lease.job_id}", daemon=False)
         proc.start()
         return proc
+
+    def discard_checkpoints(self) -> None:
+        shutil.rmtree(self.resume_dir, ignore_errors=True)
+        if self.mirror is not None:
+            try:
+                self.mirror.delete()
+            except OSError as e:  # the job's outcome stands; the objects are garbage a lifecycle rule can take
+                log.warning("job %s: could not delete its mirrored checkpoints: %s", self.lease.job_id, e)
 
     def supervise(self, proc: multiprocessing.process.BaseProcess) -> str | None:
         """Wait for the process, renewing the lease; returns why we killed it, if we did."""
@@ -184,7 +197,7 @@ def run_job(job_id: str, settings: Settings, worker: str, *, db: Database | None
             raise
         shutil.rmtree(run.staging, ignore_errors=True)
         if outcome in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled):
-            shutil.rmtree(run.resume_dir, ignore_errors=True)  # terminal: nothing will resume it
+            run.discard_checkpoints()  # terminal: nothing will resume it
         log.info("job %s attempt %d: %s", job_id, lease.attempt, outcome)
         return outcome
     finally:

@@ -10,7 +10,9 @@ each other (only the newest is kept), which bounds disk use to the layers done p
 training state.
 
 A store opened with `folder=None` records nothing and finds nothing: jobs without resume
-run the same code.
+run the same code. An `observer` hears of every change (files written, then files removed,
+relative to the folder, the journal last among the written), which is how the service
+mirrors the folder to an object store that other hosts resume from.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from compressor.checkpoints import failpoint
 from compressor.checkpoints.fingerprint import Fingerprint
 
+Observer = Callable[[Path, list[str], list[str]], None]  # (folder, written, removed)
 JOURNAL = "journal.json"
 INTERVAL_ENV = "COMPRESSOR_CHECKPOINT_INTERVAL_S"  # training state at most this often (default 60 s); 0: every step
 UNITS_DIR = "units"
@@ -66,8 +70,10 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 class CheckpointStore:
-    def __init__(self, folder: Path | None, fingerprint: Fingerprint | None = None, attempt: int | None = None):
+    def __init__(self, folder: Path | None, fingerprint: Fingerprint | None = None, attempt: int | None = None,
+                 observer: Observer | None = None):
         self.folder = Path(folder) if folder is not None else None
+        self.observer = observer
         self.fingerprint = fingerprint
         self._units: dict[str, dict[str, Any]] = {}
         self.info = ResumeInfo(attempt=attempt or 1)
@@ -89,8 +95,9 @@ class CheckpointStore:
                 self.info.attempt = attempt or journal.get("attempt", 0) + 1
         if journal is None:
             self._units = {}
-        self._drop_unlisted_files()
+        dropped = self._drop_unlisted_files()
         self._write_journal()
+        self._notify([JOURNAL], dropped)
 
     @property
     def enabled(self) -> bool:
@@ -116,11 +123,18 @@ class CheckpointStore:
         _atomic_write_text(self.folder / JOURNAL, json.dumps(body, indent=1, sort_keys=True))
         self.info.peak_bytes = max(self.info.peak_bytes, self.bytes_on_disk())
 
-    def _drop_unlisted_files(self) -> None:
+    def _drop_unlisted_files(self) -> list[str]:
         listed = {v["file"] for v in self._units.values()}
+        dropped = []
         for path in (self.folder / UNITS_DIR).iterdir():  # type: ignore[operator]
             if path.name not in listed:
                 path.unlink()
+                dropped.append(f"{UNITS_DIR}/{path.name}")
+        return dropped
+
+    def _notify(self, written: list[str], removed: list[str]) -> None:
+        if self.observer is not None and self.folder is not None:
+            self.observer(self.folder, written, removed)
 
     def bytes_on_disk(self) -> int:
         return sum(v["bytes"] for v in self._units.values())
@@ -160,10 +174,14 @@ class CheckpointStore:
         self._units[key] = {"file": name, "bytes": size, "meta": meta or {}, "seconds": seconds}
         self.info.bytes_written += size
         self._write_journal()
+        self._notify(([f"{UNITS_DIR}/{name}"] if size else []) + [JOURNAL], [])
+        removed = []
         for k in stale:
-            (self.folder / UNITS_DIR / self._units.pop(k)["file"]).unlink(missing_ok=True)
+            removed.append(f"{UNITS_DIR}/{self._units.pop(k)['file']}")
+            (self.folder / removed[-1]).unlink(missing_ok=True)
         if stale:
             self._write_journal()
+            self._notify([JOURNAL], removed)
         failpoint.reached(key)
 
     def step_due(self, series: str, last: bool) -> bool:
@@ -189,11 +207,13 @@ class CheckpointStore:
         """Delete every checkpoint (the job succeeded or was cancelled)."""
         if self.folder is None:
             return
-        for path in (self.folder / UNITS_DIR).iterdir():
-            path.unlink()
+        removed = [f"{UNITS_DIR}/{path.name}" for path in (self.folder / UNITS_DIR).iterdir()]
+        for name in removed:
+            (self.folder / name).unlink()
         (self.folder / UNITS_DIR).rmdir()
         (self.folder / JOURNAL).unlink(missing_ok=True)
         self._units = {}
+        self._notify([], [*removed, JOURNAL])
         try:
             self.folder.rmdir()
         except OSError:

@@ -20,6 +20,7 @@ from compressor.spec import JobSpec
 from service.db import jobs as jobs_db
 from service.db.database import Database
 from service.db.models import Job
+from service.storage.checkpoints import checkpoint_mirror
 from workers.local import LocalExecutor
 
 from tests.service_setup import create_api_key, service_settings, wait_for
@@ -29,7 +30,11 @@ RECIPE = {"stages": [{"quantize": {"weights": {"bits": 4, "strategy": "group", "
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_killed_job_resumes_through_the_service_with_the_same_bytes(tiny4_store, db_url, tmp_path, monkeypatch):
+@pytest.mark.parametrize("artifacts", ["local", "s3"])
+def test_killed_job_resumes_through_the_service_with_the_same_bytes(tiny4_store, db_url, tmp_path, monkeypatch,
+                                                                    artifacts, request):
+    """Local store: the checkpoints folder is shared by the attempts. S3: each attempt starts with an empty local
+    folder (its own staging) and must restore the checkpoints from the bucket, as another host would."""
     spec = {"model": "tiny4", "recipe": RECIPE}
     run(JobSpec.model_validate(spec), tmp_path / "whole", home=tiny4_store)
     whole_sha = sha256_file(tmp_path / "whole" / "checkpoint" / "model.safetensors")
@@ -37,7 +42,8 @@ def test_killed_job_resumes_through_the_service_with_the_same_bytes(tiny4_store,
     monkeypatch.setenv(failpoint.ENV, "s0:layer:00001")
     monkeypatch.setenv(failpoint.ONCE_ENV, str(tmp_path / "killed-once"))
     monkeypatch.setenv(INTERVAL_ENV, "0")
-    settings = service_settings(tmp_path, database_url=db_url, home=tiny4_store, job_runner="pipeline", lease_s=30.0)
+    extra = {"artifacts_url": request.getfixturevalue("s3_url")} if artifacts == "s3" else {}
+    settings = service_settings(tmp_path, database_url=db_url, home=tiny4_store, job_runner="pipeline", lease_s=30.0, **extra)
     db = Database(db_url)
     db.migrate()
     owner_key = create_api_key(db)
@@ -67,3 +73,7 @@ def test_killed_job_resumes_through_the_service_with_the_same_bytes(tiny4_store,
     (weights,) = [a for a in done.artifacts if a["name"].endswith("model.safetensors")]
     assert weights["sha256"] == whole_sha
     assert not (Path(settings.checkpoints_dir) / job_id).exists()
+    if artifacts == "s3":
+        assert "restored 3 checkpoint files from the artifact store" in messages  # journal + layers 0 and 1
+        mirror = checkpoint_mirror(settings.artifacts_url, job_id)
+        assert mirror is not None and mirror._keys() == []
