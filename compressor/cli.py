@@ -66,6 +66,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         out.print(f"bits per weight (decoder linears): {size.bits_per_weight:.3f}")
     if size.checkpoint_bytes:
         out.print(f"checkpoint: {size.checkpoint_bytes / 1e6:.1f} MB (original in bf16: {size.original_bytes / 1e6:.1f} MB)")
+    weights = result.out_dir / "checkpoint" / "model.safetensors"
+    if weights.is_file():
+        from compressor.export.format import sha256_file
+
+        out.print(f"model.safetensors sha256 {sha256_file(weights)}", soft_wrap=True)  # one line, for scripts to compare
+    if report.resume is not None and report.resume.resumed_from:
+        out.print(f"resumed at {report.resume.resumed_from} (attempt {report.resume.attempt}); "
+                  f"{report.resume.seconds_saved:.1f} s of earlier work reused")
     out.print(f"time {report.seconds:.1f} s, peak RSS {report.peak_rss_mb:.0f} MB")
     out.print(f"artifacts: {result.out_dir.resolve()}  (report.html, report.json, checkpoint/)")
     return 0

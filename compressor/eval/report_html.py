@@ -92,6 +92,29 @@ def _header(report: dict) -> str:
     return out
 
 
+def _machine_and_resume(report: dict) -> str:
+    """Where the numbers came from (float kernels differ between CPUs) and what a resume reused."""
+    out = ""
+    machine = report.get("machine")
+    if machine:
+        rows = [("CPU", _esc(machine.get("cpu_model"))), ("ISA flags", _esc(" ".join(machine.get("isa_flags") or []))),
+                ("ATen CPU capability", _esc(machine.get("aten_cpu_capability"))), ("threads", _esc(machine.get("threads"))),
+                ("device", _esc(machine.get("device")))]
+        if machine.get("gpu_name"):
+            rows.append(("GPU", _esc(f"{machine['gpu_name']} (CUDA {machine.get('cuda_driver')})")))
+        out += "<h2>Machine</h2>" + _table(["", ""], [(_esc(k), v) for k, v in rows])
+    resume = report.get("resume")
+    if resume:
+        rows = [("attempt", _esc(resume["attempt"])), ("resumed at", _esc(resume.get("resumed_from") or "— (ran from the start)")),
+                ("units reused", _esc(resume["units_reused"])), ("seconds saved", _num(resume["seconds_saved"], ".1f")),
+                ("checkpoint bytes written", _esc(resume["checkpoint_bytes_written"])),
+                ("checkpoint bytes at peak", _esc(resume["checkpoint_peak_bytes"]))]
+        if resume.get("fresh_reason"):
+            rows.append(("started fresh because", _esc(resume["fresh_reason"])))
+        out += "<h2>Checkpoints and resume</h2>" + _table(["", ""], [(_esc(k), v) for k, v in rows])
+    return out
+
+
 def _perplexity(report: dict) -> str:
     ppl = report.get("perplexity") or {}
     orig, comp = ppl.get("original") or {}, ppl.get("compressed") or {}
@@ -235,7 +258,7 @@ def _recipe(report: dict) -> str:
     return f"<h2>Recipe</h2><pre>{_esc(text)}</pre>"
 
 
-SECTIONS = [_header, _perplexity, _size, _stages, _layers, _qsur, _sparsity, _recipe]
+SECTIONS = [_header, _machine_and_resume, _perplexity, _size, _stages, _layers, _qsur, _sparsity, _recipe]
 
 
 def write_report_html(report: Report | dict[str, Any], path: Path) -> None:

@@ -26,6 +26,21 @@ def test_run_prints_layers_rate_eta_and_summary(tiny_store: Path, tmp_path: Path
     assert "eval:wiki wiki: 4/4 windows" in log and "ETA 0:00:00" in log
     assert "perplexity" in captured.out and "bits per weight (decoder linears): 4.500" in captured.out
     assert (tmp_path / "out" / "report.json").exists()
+    from compressor.export.format import sha256_file
+
+    sha = sha256_file(tmp_path / "out" / "checkpoint" / "model.safetensors")
+    assert f"model.safetensors sha256 {sha}" in captured.out.splitlines()
+    assert not (tmp_path / "out" / "resume").exists()  # the resume state is gone once the job succeeded
+
+
+def test_resume_without_an_interrupted_job_says_so(tmp_path: Path, capsys):
+    assert main(["run", "--resume", str(tmp_path / "nothing")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"--resume {tmp_path / 'nothing'}: no interrupted job there" in err
+    assert main(["run", "--resume", str(tmp_path), "--model", "m"]) == 2
+    assert "do not combine it with --model, --recipe or --out" in " ".join(capsys.readouterr().err.split())
+    assert main(["run", "--model", "m"]) == 2
+    assert "run needs --recipe, --out (or --resume OUT" in " ".join(capsys.readouterr().err.split())
 
 
 def test_invalid_recipe_names_the_stage(tmp_path: Path, capsys):

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from compressor.eval.report import JobInfo, LayerError, QSURRow, Report, SizeInfo, SparsitySection, StageReport
+from compressor.eval.report import JobInfo, LayerError, QSURRow, Report, ResumeSection, SizeInfo, SparsitySection, StageReport
+from compressor.machine import MachineInfo
 from compressor.eval.report_html import write_report_html
 
 KINDS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -49,6 +50,10 @@ def full_report() -> Report:
         ],
         sparsity=SparsitySection(per_layer=[0.5, 0.49, 0.51, 0.5], mean=0.5025, fatrelu_threshold=0.01,
                                  eval_tokens=4096, finetune="full", steps=300),
+        machine=MachineInfo(cpu_model="Test CPU 9000", isa_flags=["avx2", "fma"], aten_cpu_capability="AVX2", threads=2,
+                            device="cpu"),
+        resume=ResumeSection(attempt=2, resumed_from="stage 1/1 quantize at layer 17 of 30", units_reused=17,
+                             seconds_saved=321.5, checkpoint_bytes_written=12345, checkpoint_peak_bytes=99999),
     )
 
 
@@ -87,7 +92,8 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, _Collector]
 def test_full_report_renders_every_section(rendered: tuple[str, _Collector]) -> None:
     page, parsed = rendered
     text = " ".join(parsed.text)
-    for heading in ["Perplexity", "Size", "Stages", "Per-layer relative error", "QSUR", "Sparsity", "Recipe"]:
+    for heading in ["Machine", "Checkpoints and resume", "Perplexity", "Size", "Stages", "Per-layer relative error", "QSUR",
+                    "Sparsity", "Recipe"]:
         assert f"<h2>{heading}</h2>" in page
     for number in ["17.31", "18.94", "21.75", "24.06", "0.0731", "0.0913"]:
         assert number in text
@@ -97,6 +103,8 @@ def test_full_report_renders_every_section(rendered: tuple[str, _Collector]) -> 
     assert "gptq" in text and "model.layers.3.mlp.down_proj" in text
     assert "123.4" in text and "2048" in text  # total seconds and peak RSS in the header
     assert "0.5025" in text and "4096" in text  # the sparsity section's mean and eval tokens
+    assert "Test CPU 9000" in text and "avx2 fma" in text and "AVX2" in text
+    assert "stage 1/1 quantize at layer 17 of 30" in text and "321.5" in text and "99999" in text
 
 
 def test_sparsity_chart_is_about_activations(rendered: tuple[str, _Collector]) -> None:
