@@ -23,16 +23,9 @@ from compressor.export.format import sha256_file
 from compressor.pipeline import run
 from compressor.spec import JobSpec
 
-REPO = Path(__file__).resolve().parents[3]
-SMALL = {"calibration": {"samples": 4, "seqlen": 64},
-         "eval": {"datasets": ["wiki"], "max_tokens": 256, "window": 128}}
-GPTQ = [{"quantize": {"weights": {"bits": 4, "strategy": "group", "group_size": 32, "method": "gptq"}}}]
-OSTQUANT = [{"ostquant": {"steps": 6, "qsur_samples": 0}},
-            {"quantize": {"weights": {"bits": 4, "strategy": "channel", "method": "rtn"}}}]
-PROSPARSE = [{"prosparse": {"lambdas": [0.0, 0.5], "stage_steps": [3, 3], "warmup_steps": 1, "finetune": "hft",
-                            "sparsity_eval_tokens": 128}},
-             {"quantize": {"weights": {"bits": 4, "strategy": "channel", "method": "rtn"}}}]
+from tests.resume_jobs import GPTQ, KILLS, SMALL
 
+REPO = Path(__file__).resolve().parents[3]
 
 def cli(home: Path, *args: str, failpoint_key: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "COMPRESSOR_HOME": str(home), INTERVAL_ENV: "0", "PYTHONPATH": str(REPO)}
@@ -63,12 +56,9 @@ def uninterrupted(home: Path, tmp_path: Path, stages: list) -> tuple[dict, str]:
     return result.report, sha256_file(tmp_path / "whole" / "checkpoint" / "model.safetensors")
 
 
-@pytest.mark.parametrize(("stages", "key", "where"), [
-    (GPTQ, "s0:layer:00001", "stage 1/1 quantize at layer 3 of 4"),
-    (OSTQUANT, "s0:step:00003", "stage 1/2 ostquant after step 3"),
-    (PROSPARSE, "s0:step:00004", "stage 1/2 prosparse after step 4"),
-], ids=["gptq", "ostquant", "prosparse"])
-def test_killed_job_resumes_to_the_same_bytes(tiny4_store, tmp_path, stages, key, where, monkeypatch):
+@pytest.mark.parametrize("job", sorted(KILLS))
+def test_killed_job_resumes_to_the_same_bytes(tiny4_store, tmp_path, job, monkeypatch):
+    stages, key, where = KILLS[job]
     monkeypatch.setenv(INTERVAL_ENV, "0")
     whole, whole_sha = uninterrupted(tiny4_store, tmp_path, stages)
     report, out = killed_then_resumed(tiny4_store, tmp_path, stages, key)
