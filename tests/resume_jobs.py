@@ -14,8 +14,11 @@ OSTQUANT = [{"ostquant": {"steps": 6, "qsur_samples": 0}},
 PROSPARSE = [{"prosparse": {"lambdas": [0.0, 0.5], "stage_steps": [3, 3], "warmup_steps": 1, "finetune": "hft",
                             "sparsity_eval_tokens": 128}},
              {"quantize": {"weights": {"bits": 4, "strategy": "channel", "method": "rtn"}}}]
+AFFINEQUANT = [{"affinequant": {"epochs": 2, "batch_size": 2, "weights": {"bits": 4, "symmetric": True, "strategy": "channel"},
+                                 "ln_matrix": "dense"}}]
 
 KILLS = {
+    "affinequant": (AFFINEQUANT, "s0:layer:00001", "stage 1/1 affinequant at layer 3 of 4"),
     "gptq": (GPTQ, "s0:layer:00001", "stage 1/1 quantize at layer 3 of 4"),
     "ostquant": (OSTQUANT, "s0:step:00003", "stage 1/2 ostquant after step 3"),
     "prosparse": (PROSPARSE, "s0:step:00004", "stage 1/2 prosparse after step 4"),

@@ -22,12 +22,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compressor.checkpoints import CheckpointStore, Unit
 from compressor.models.adapter import LlamaFamilyAdapter
 from compressor.progress import Progress
 from compressor.quant.calibration import (
@@ -141,11 +143,40 @@ def _with_hidden(inputs: LayerInputs, hidden: torch.Tensor) -> LayerInputs:
     return LayerInputs(hidden=hidden, kwargs=inputs.kwargs, batch_size=inputs.batch_size)
 
 
+def _replay_layer(parts: Any, adapter: LlamaFamilyAdapter, unit: Unit, cfg: AffineQuantConfig,
+                  generator: torch.Generator) -> tuple[LayerRecord, list[dict[str, Any]]]:
+    """Merge and quantize a layer a previous attempt trained, from its final matrices and clipping factors (same bits)."""
+    matrices = {k.removeprefix("matrix."): v for k, v in unit.tensors.items() if k.startswith("matrix.")}
+    merge_layer_transforms(parts, adapter, matrices)
+    clips = {}
+    for name, lin in parts.linears().items():
+        clips[name] = LearnableClipping(plain_linear(lin).weight.shape, cfg.weights, cfg.learnable_clipping)
+        clips[name].load_state_dict({k.removeprefix(f"clip.{name}."): v for k, v in unit.tensors.items()
+                                     if k.startswith(f"clip.{name}.")})
+    generator.set_state(unit.tensors["generator"])
+    return LayerRecord(**unit.meta["record"]), quantize_layer(parts, clips, cfg.activations)
+
+
+def _layer_unit(matrices: dict[str, torch.Tensor], clips: dict[str, LearnableClipping], generator: torch.Generator) -> dict[str, torch.Tensor]:
+    tensors = {f"matrix.{k}": v for k, v in matrices.items()}
+    for name, clip in clips.items():
+        tensors.update({f"clip.{name}.{k}": v for k, v in clip.state_dict().items()})
+    tensors["generator"] = generator.get_state()
+    return tensors
+
+
 def affinequant_quantize(
     model: nn.Module, adapter: LlamaFamilyAdapter, tokens: torch.Tensor, cfg: AffineQuantConfig, progress: Progress | None = None,
+    checkpoints: CheckpointStore | None = None, layer_key: Callable[[int], str] = lambda i: f"affinequant:layer:{i:05d}",
 ) -> dict[str, Any]:
-    """Run AffineQuant on `model` in place with calibration `tokens` [samples, seqlen]; returns the per-layer log."""
+    """Run AffineQuant on `model` in place with calibration `tokens` [samples, seqlen]; returns the per-layer log.
+
+    With `checkpoints`, each trained layer (final matrices, clipping factors, the loss
+    generator) is saved under `layer_key(i)`; a later call merges those layers from it and
+    trains only the rest.
+    """
     progress = progress or Progress()
+    checkpoints = checkpoints or CheckpointStore(None)
     requires_grad = {p: p.requires_grad for p in model.parameters()}
     for p in model.parameters():
         p.requires_grad_(False)
@@ -159,6 +190,21 @@ def affinequant_quantize(
         for index in range(adapter.num_layers):
             start = time.perf_counter()
             parts = adapter.layer_parts(model, index)
+            saved = checkpoints.load(layer_key(index))
+            if saved is not None:
+                later = any(not checkpoints.has(layer_key(i)) for i in range(index + 1, adapter.num_layers))
+                target = layer_outputs(parts.layer, _with_hidden(inputs, fp_hidden)) if later else fp_hidden
+                for name in parts.linears():
+                    parent, attr = name.split(".")
+                    wrap_linear(getattr(parts.layer, parent), attr).input_quant = cfg.activations
+                record, errors = _replay_layer(adapter.layer_parts(model, index), adapter, saved, cfg, generator)
+                weight_errors += errors
+                if later:
+                    quant_hidden = layer_outputs(parts.layer, _with_hidden(inputs, quant_hidden))
+                fp_hidden = target
+                records.append(record)
+                progress.layer(index, adapter.num_layers, data={"loss": record.epoch_loss[-1], "seconds": record.seconds})
+                continue
             maxima = ActivationMaxima()
             with maxima.recording(parts):
                 target = layer_outputs(parts.layer, _with_hidden(inputs, fp_hidden))
@@ -180,12 +226,15 @@ def affinequant_quantize(
             last = cfg.epochs - 1
             for check in transforms.check(last, cfg.min_dominance).values():
                 record.rows_repaired += check.rows_repaired
-            merge_layer_transforms(parts, adapter, transforms.final(last))
+            final = transforms.final(last)
+            merge_layer_transforms(parts, adapter, final)
             weight_errors += quantize_layer(parts, clips, cfg.activations)
             quant_hidden = layer_outputs(parts.layer, _with_hidden(inputs, quant_hidden))
             fp_hidden = target
             record.seconds = time.perf_counter() - start
             records.append(record)
+            checkpoints.save(layer_key(index), _layer_unit(final, clips, generator), {"record": asdict(record)},
+                             seconds=record.seconds)
             progress.layer(index, adapter.num_layers, data={"loss": record.epoch_loss[-1], "seconds": record.seconds})
     finally:
         for p, flag in requires_grad.items():
