@@ -19,11 +19,10 @@ import torch
 import compressor.stages  # noqa: F401  (registers every stage handler)
 from compressor.context import CompressionContext
 from compressor.eval.evaluation import evaluate
-from compressor.checkpoints import CheckpointStore, Fingerprint
-from compressor.checkpoints.fingerprint import model_file_hashes, text_sha256
+from compressor.checkpoints import CheckpointStore
+from compressor.checkpoints.fingerprint import job_fingerprint
 from compressor.checkpoints.rng import restore_rng, rng_unit
 from compressor.checkpoints.store import Observer
-from compressor.data import load_text
 from compressor.eval.report import EvalScores, Report, SizeInfo, build_report, job_info, resume_section
 from compressor.eval.report_html import write_report_html
 from compressor.eval.resources import CostMeter
@@ -109,33 +108,6 @@ def run_stages(ctx: CompressionContext, meter: CostMeter) -> list[dict[str, Any]
     return stage_reports
 
 
-def job_fingerprint(spec: JobSpec, model_dir: Path, data_dir: Path, device_kind: str) -> Fingerprint:
-    """What must be equal for a checkpoint to be reused: model files, recipe, calibration text, versions, device."""
-    cal = spec.recipe.calibration
-    try:
-        calibration = text_sha256(load_text(cal.dataset, "calibration", data_dir))
-    except (FileNotFoundError, ValueError):
-        calibration = None  # the stage that needs it reports the error
-    return Fingerprint(model=spec.model, model_files=model_file_hashes(model_dir), recipe_sha256=spec.recipe.sha256(),
-                       calibration_sha256=calibration, versions=library_versions(), device_kind=device_kind)
-
-
-def describe_resume(checkpoints: CheckpointStore, recipe_stages: list[str], num_layers: int) -> str | None:
-    """Where a resumed job picks up, in words ("stage 2/2 quantize at layer 17 of 30"); None when nothing is reused."""
-    keys = checkpoints.keys()
-    if not keys:
-        return None
-    for index, name in enumerate(recipe_stages):
-        if f"s{index}:done" in keys:
-            continue
-        layers = sum(k.startswith(f"s{index}:layer:") for k in keys)
-        steps = [int(k.rsplit(":", 1)[1]) for k in keys if k.startswith(f"s{index}:step:")]
-        at = f" at layer {layers + 1} of {num_layers}" if layers else f" after step {max(steps)}" if steps else ""
-        return f"stage {index + 1}/{len(recipe_stages)} {name}{at}"
-    evals = [k.split(":", 1)[1] for k in keys if k.startswith("eval:")]
-    return "evaluation" + (f" (done: {', '.join(evals)})" if evals else "")
-
-
 def run(
     spec: JobSpec,
     out_dir: Path,
@@ -180,7 +152,7 @@ def run(
         reference = copy.deepcopy(model) if want_reference and recipe.eval.datasets else None
     ctx = CompressionContext(model, tokenizer, adapter, recipe, prog, data_dir=home / "data", checkpoints=checkpoints)
     _check_group_sizes(ctx)
-    where = describe_resume(checkpoints, [c.stage for c in recipe.stage_configs()], adapter.num_layers)
+    where = checkpoints.resume_point([c.stage for c in recipe.stage_configs()], adapter.num_layers)
     if where:
         checkpoints.info.resumed_from = where
         prog.emit("message", f"resumed at {where} (attempt {checkpoints.info.attempt})",

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from compressor.export.format import sha256_file
+from compressor.data import load_text
+from compressor.export.format import library_versions, sha256_file
+from compressor.spec import JobSpec
 
 MODEL_FILE_SUFFIXES = (".safetensors", ".json", ".model", ".txt", ".gguf")
 
@@ -45,6 +47,17 @@ class Fingerprint(BaseModel):
         if self.device_kind != other.device_kind:
             out.append(f"device {self.device_kind} → {other.device_kind}")
         return out
+
+
+def job_fingerprint(spec: JobSpec, model_dir: Path, data_dir: Path, device_kind: str) -> Fingerprint:
+    """What must be equal for a checkpoint to be reused: model files, recipe, calibration text, versions, device."""
+    cal = spec.recipe.calibration
+    try:
+        calibration = text_sha256(load_text(cal.dataset, "calibration", data_dir))
+    except (FileNotFoundError, ValueError):
+        calibration = None  # the stage that needs it reports the error
+    return Fingerprint(model=spec.model, model_files=model_file_hashes(model_dir), recipe_sha256=spec.recipe.sha256(),
+                       calibration_sha256=calibration, versions=library_versions(), device_kind=device_kind)
 
 
 def model_file_hashes(folder: Path) -> dict[str, str]:

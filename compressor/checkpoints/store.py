@@ -203,6 +203,21 @@ class CheckpointStore:
         unit = self.load(key)
         return (key, unit) if unit is not None else None
 
+    def resume_point(self, recipe_stages: list[str], num_layers: int) -> str | None:
+        """Where a resumed job picks up, in words ("stage 2/2 quantize at layer 17 of 30"); None when nothing is reused."""
+        keys = self.keys()
+        if not keys:
+            return None
+        for index, name in enumerate(recipe_stages):
+            if f"s{index}:done" in keys:
+                continue
+            layers = sum(k.startswith(f"s{index}:layer:") for k in keys)
+            steps = [int(k.rsplit(":", 1)[1]) for k in keys if k.startswith(f"s{index}:step:")]
+            at = f" at layer {layers + 1} of {num_layers}" if layers else f" after step {max(steps)}" if steps else ""
+            return f"stage {index + 1}/{len(recipe_stages)} {name}{at}"
+        evals = [k.split(":", 1)[1] for k in keys if k.startswith("eval:")]
+        return "evaluation" + (f" (done: {', '.join(evals)})" if evals else "")
+
     def clear(self) -> None:
         """Delete every checkpoint (the job succeeded or was cancelled)."""
         if self.folder is None:

@@ -88,7 +88,7 @@ def test_changed_model_file_does_not_resume(tiny4_store, tmp_path):
     spec = JobSpec.model_validate({"model": "tiny4", "recipe": {"stages": GPTQ, **SMALL}})
     out = tmp_path / "out"
     from compressor.checkpoints import CheckpointStore
-    from compressor.pipeline import job_fingerprint
+    from compressor.checkpoints.fingerprint import job_fingerprint
 
     model_dir = tiny4_store / "models" / "tiny4"
     before = job_fingerprint(spec, model_dir, tiny4_store / "data", "cpu:X")
