@@ -53,12 +53,19 @@ def quantize_weights_rtn(ctx: CompressionContext, cfg: WeightQuantConfig) -> Non
 def quantize_weights_gptq(ctx: CompressionContext, cfg: WeightQuantConfig) -> None:
     """Sequential GPTQ: each layer's Hessians come from the outputs of the already-quantized layers before it.
 
-    On resume, layers a previous attempt finished are installed from its checkpoint and only
-    run forward (to give the next layer its inputs), which reproduces the same bits.
+    On resume, layers a previous attempt finished are installed from its checkpoint. The
+    calibration activations between layers are checkpointed too (at most every
+    `step_interval_s`, newest only), so a resume starts from the newest of them and runs
+    forward only through the finished layers after it; the bits are the same either way.
     """
     layers = ctx.adapter.all_layer_parts(ctx.model)
     remaining = [p.index for p in layers if not ctx.checkpoints.has(ctx.unit_key("layer", p.index))]
     inputs = capture_layer0_inputs(ctx.model, ctx.adapter, ctx.calibration_tokens()) if remaining else None
+    series = ctx.unit_key("inputs", 0)[:-5]
+    start_at = 0  # the layer whose inputs `inputs.hidden` holds
+    carried = ctx.checkpoints.latest(series) if remaining else None
+    if inputs is not None and carried is not None and carried[1].meta["layer"] <= remaining[0]:
+        inputs.hidden, start_at = carried[1].tensors["hidden"], carried[1].meta["layer"]
     for parts in layers:
         saved, started = _saved_layer(ctx, parts), time.perf_counter()
         if saved is None:
@@ -72,8 +79,11 @@ def quantize_weights_gptq(ctx: CompressionContext, cfg: WeightQuantConfig) -> No
             weights = {name: gptq_quantize(lin.weight.data, hessians[source[name]].hessian, cfg) for name, lin in linears.items()}
             del hessians
         _finish_layer(ctx, parts, saved or weights, None if saved else started)
-        if inputs is not None and any(i > parts.index for i in remaining):
+        if inputs is not None and parts.index >= start_at and any(i > parts.index for i in remaining):
             inputs.hidden = layer_outputs(parts.layer, inputs)
+            if saved is None and ctx.checkpoints.step_due(series, last=False):
+                ctx.checkpoints.save(ctx.unit_key("inputs", parts.index + 1), {"hidden": inputs.hidden},
+                                     {"layer": parts.index + 1}, replaces=series)
         ctx.progress.layer(parts.index, len(layers))
 
 
