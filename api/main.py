@@ -8,6 +8,7 @@ unless `COMPRESSOR_EMBEDDED_WORKERS=false`) and a lease reaper, and serves the A
 from __future__ import annotations
 
 import logging
+from functools import partial
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ from api.routes import artifacts, catalog, health, jobs
 from service.settings import Settings
 from service.storage import open_store
 from workers.executor import Executor, make_executor
+from workers.checkpoints import discard_checkpoints
 from workers.maintenance import LeaseReaper
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
@@ -42,7 +44,7 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db.migrate()
         dispatch = executor.submit if executor.name == "celery" else None
-        reaper = LeaseReaper(db, settings.poll_s, dispatch)
+        reaper = LeaseReaper(db, settings.poll_s, dispatch, ended=partial(discard_checkpoints, settings))
         executor.start()
         reaper.start()
         log.info("compressor API up: database %s, executor %s",

@@ -8,6 +8,7 @@ not). The broker only carries job ids; the jobs table decides who runs what.
 from __future__ import annotations
 
 import logging
+from functools import partial
 import threading
 
 from celery.signals import worker_ready, worker_shutdown
@@ -15,6 +16,7 @@ from celery.signals import worker_ready, worker_shutdown
 from service.db.database import Database
 from service.settings import Settings
 from workers.celery_config import TASK_NAME, make_celery
+from workers.checkpoints import discard_checkpoints
 from workers.maintenance import LeaseReaper
 from workers.supervisor import run_job, worker_name
 
@@ -49,7 +51,7 @@ _stop = threading.Event()
 def _start_reaper(**_kw) -> None:  # noqa: ANN003
     db = _db()
     db.migrate()
-    reaper = LeaseReaper(db, settings.poll_s, dispatch)
+    reaper = LeaseReaper(db, settings.poll_s, dispatch, ended=partial(discard_checkpoints, settings))
     reaper.start()
     _state["reaper"] = reaper
 

@@ -8,11 +8,13 @@ the jobs table is the queue.
 from __future__ import annotations
 
 import logging
+from functools import partial
 import threading
 
 from service.db import jobs as jobs_db
 from service.db.database import Database
 from service.settings import Settings
+from workers.checkpoints import discard_checkpoints
 from workers.maintenance import expire_leases
 from workers.supervisor import run_job, worker_name
 
@@ -59,7 +61,7 @@ class LocalExecutor:
             ran = False
             try:
                 if index == 0:
-                    expire_leases(self.db)
+                    expire_leases(self.db, ended=partial(discard_checkpoints, self.settings))
                 with self.db.transaction() as s:
                     candidates = jobs_db.next_queued_ids(s, "local")
                 for job_id in candidates:

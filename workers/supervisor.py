@@ -27,6 +27,7 @@ from service.settings import Settings
 from workers import job_process
 from service.storage import open_store
 from service.storage.checkpoints import checkpoint_mirror
+from workers.checkpoints import discard_checkpoints, shared_checkpoints_dir
 
 log = logging.getLogger("compressor.worker")
 
@@ -73,7 +74,7 @@ class JobRun:
         # the job's checkpoints outlive the attempt: in the shared checkpoints folder, or (S3 artifact store)
         # mirrored to the bucket and restored into this attempt's staging folder
         self.mirror = checkpoint_mirror(settings.artifacts_url, lease.job_id)
-        self.resume_dir = self.staging / "resume" if self.mirror else Path(settings.checkpoints_dir) / lease.job_id
+        self.resume_dir = self.staging / "resume" if self.mirror else shared_checkpoints_dir(settings, lease.job_id)
 
     def event(self, message: str, level: str = "info", **data: Any) -> None:
         with self.db.transaction() as s:
@@ -92,14 +93,6 @@ class JobRun:
             target=job_process.main, args=(args,), name=f"compressor-{self.lease.job_id}", daemon=False)
         proc.start()
         return proc
-
-    def discard_checkpoints(self) -> None:
-        shutil.rmtree(self.resume_dir, ignore_errors=True)
-        if self.mirror is not None:
-            try:
-                self.mirror.delete()
-            except OSError as e:  # the job's outcome stands; the objects are garbage a lifecycle rule can take
-                log.warning("job %s: could not delete its mirrored checkpoints: %s", self.lease.job_id, e)
 
     def supervise(self, proc: multiprocessing.process.BaseProcess) -> str | None:
         """Wait for the process, renewing the lease; returns why we killed it, if we did."""
@@ -197,7 +190,7 @@ def run_job(job_id: str, settings: Settings, worker: str, *, db: Database | None
             raise
         shutil.rmtree(run.staging, ignore_errors=True)
         if outcome in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled):
-            run.discard_checkpoints()  # terminal: nothing will resume it
+            discard_checkpoints(settings, job_id)  # terminal: nothing will resume it
         log.info("job %s attempt %d: %s", job_id, lease.attempt, outcome)
         return outcome
     finally:
