@@ -22,6 +22,7 @@ from typing import Any, Literal
 from service.db import jobs as jobs_db
 from service.db.database import Database
 from service.records import JobProgress
+from workers import import_job
 
 CANCEL_POLL_S = 0.5
 Runner = Literal["pipeline", "dry-run"]
@@ -181,10 +182,13 @@ def main(args: JobProcessArgs) -> None:
     try:
         from compressor.spec import JobSpec
 
-        spec = JobSpec.model_validate(args.spec)
+        if args.spec.get("kind") == import_job.KIND:  # POST /v1/models
+            spec, runner = import_job.ModelImportSpec.model_validate(args.spec), import_job.run
+        else:
+            spec, runner = JobSpec.model_validate(args.spec), RUNNERS[args.runner]
         writer(_message("loading the library and the model", "starting"))
-        run_result = RUNNERS[args.runner](spec, args.out_dir, home=args.home, progress=writer,
-                                          should_cancel=CancelCheck(db, args.lease, writer))
+        run_result = runner(spec, args.out_dir, home=args.home, progress=writer,
+                            should_cancel=CancelCheck(db, args.lease, writer))
         writer.flush()
         report = getattr(run_result, "report", None) or {}
         _write_result(args.result_path, {"status": "succeeded", "report": report})
