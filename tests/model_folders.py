@@ -23,14 +23,21 @@ def tiny_tokenizer():  # noqa: ANN201
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
 
 
-def sharded_folder(path: Path, *, shards: int = 3, index: bool = True, seed: int = 0) -> Path:
-    """A tiny random Llama saved in bf16 as `shards` safetensors files (with or without the index),
-    plus its tokenizer and a pickle copy of the weights that the store must not take."""
+def reference_model(seed: int = 0):  # noqa: ANN201
+    """The tiny random Llama `sharded_folder` saves, in bf16."""
     import torch
 
     from tests.random_models import tiny_llama
 
-    model = tiny_llama(seed=seed, vocab_size=VOCAB, num_hidden_layers=3).to(torch.bfloat16)
+    return tiny_llama(seed=seed, vocab_size=VOCAB, num_hidden_layers=3).to(torch.bfloat16)
+
+
+def sharded_folder(path: Path, *, shards: int = 3, index: bool = True, seed: int = 0) -> Path:
+    """`reference_model(seed)` saved as `shards` safetensors files (with or without the index),
+    plus its tokenizer, a pickle file beside the weights and a model card (neither is taken)."""
+    import torch
+
+    model = reference_model(seed)
     total = sum(p.numel() * 2 for p in model.parameters())
     model.save_pretrained(path, max_shard_size=max(total // shards + 1, 1))
     tiny_tokenizer().save_pretrained(path)

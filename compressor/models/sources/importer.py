@@ -32,7 +32,7 @@ class _ByteProgress:
     def __call__(self, n: int) -> None:
         self.done += n
         fraction = min(self.done / self.total, 1.0)
-        if fraction - self._shown >= 0.01:
+        if fraction - self._shown >= 0.01 or (fraction == 1.0 and self._shown < 1.0):
             self._shown = fraction
             self.progress.emit("step", f"{self.done / 1e6:.0f} / {self.total / 1e6:.0f} MB", fraction=fraction)
         self.progress.check_cancel()
