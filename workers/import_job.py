@@ -8,6 +8,7 @@ the allow-list the API admitted it with, so a job row alone cannot widen it.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,10 @@ def run(spec: ModelImportSpec, out_dir: Path, *, home: Path, progress: Callable,
     from compressor.models.store import ModelStore
 
     store = ModelStore(home)
+    # an earlier attempt killed mid-copy left its staging folder; the models table makes this job
+    # the only import of the name, so whatever staging the name has is that attempt's
+    for stale in store.root.glob(f".{spec.name}.importing-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     path = store.import_source(spec.source, spec.name, spec.revision, policy=SourcePolicy.parse(spec.allowed_sources),
                                max_bytes=spec.max_bytes, progress=progress, should_cancel=should_cancel)
     return ImportResult(report=json.loads((path / "store.json").read_text()))
