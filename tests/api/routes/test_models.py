@@ -40,7 +40,7 @@ class ModelsApi:
 def _app(tmp_path: Path, **overrides: object) -> Iterator[ModelsApi]:
     root = tmp_path / "models-in"
     root.mkdir()
-    settings = service_settings(tmp_path, model_sources=f"{root}, hf://Qwen", **overrides)
+    settings = service_settings(tmp_path, **{"model_sources": f"{root}, hf://Qwen", **overrides})
     fake_store_entry(settings.home)
     with TestClient(create_app(settings)) as client:
         yield ModelsApi(client, settings, root)
@@ -158,3 +158,22 @@ def test_delete_only_by_its_importer_and_not_while_jobs_use_it(api: ModelsApi) -
     assert api.client.get("/v1/models/mine", headers=api.alice).status_code == 404
     assert not (api.settings.home / "models" / "mine").exists()
     assert api.client.delete("/v1/models/mine", headers=api.alice).status_code == 404
+
+
+def test_s3_import_over_rest_takes_the_endpoint_from_the_allow_list(tmp_path: Path, s3_endpoint: str) -> None:
+    import boto3
+
+    folder = sharded_folder(tmp_path / "src")
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket="team")
+    for p in folder.iterdir():
+        client.upload_file(str(p), "team", f"llm/tiny/{p.name}")
+    allowed = f"s3://team/llm?endpoint_url={s3_endpoint}&region=us-east-1"
+    for api in _app(tmp_path, embedded_workers=True, model_sources=allowed):
+        r = api.post({"source": f"s3://team/llm/tiny?endpoint_url={s3_endpoint}"})
+        assert r.status_code == 403 and "takes no endpoint_url" in r.json()["detail"]
+        job = api.post({"source": "s3://team/llm/tiny"}).json()
+        done = api.wait(job["id"])
+        assert done["status"] == "succeeded", done["error"]
+        files = {f["name"]: f["sha256"] for f in api.client.get("/v1/models/tiny", headers=api.alice).json()["files"]}
+        assert all(files[p.name] == hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.glob("*.safetensors"))
