@@ -45,14 +45,12 @@ def import_folder(folder: RemoteFolder, staging: Path, progress: Progress, max_b
     listing = folder.listing()
     select_files(listing, folder.where)  # refuse before fetching anything
     hashes: dict[str, str] = {}
-    noop = lambda _n: None  # noqa: E731
-
-    hashes[CONFIG] = folder.fetch(CONFIG, staging / CONFIG, noop)
+    hashes[CONFIG] = folder.fetch(CONFIG, staging / CONFIG, _no_count)
     config = _read_json(staging / CONFIG, folder.where)
     check_config(config, folder.where)
     index = None
     if INDEX in listing:
-        hashes[INDEX] = folder.fetch(INDEX, staging / INDEX, noop)
+        hashes[INDEX] = folder.fetch(INDEX, staging / INDEX, _no_count)
         index = _read_json(staging / INDEX, folder.where)
     selection = select_files(listing, folder.where, max_bytes, index)
     todo = [n for n in selection.files if n not in hashes]
@@ -86,6 +84,10 @@ def import_folder(folder: RemoteFolder, staging: Path, progress: Progress, max_b
         "total_bytes": sum(f["size"] for f in files),
         "imported_at": time.time(),
     }
+
+
+def _no_count(_n: int) -> None:
+    """Small files fetched before the weights are not part of the byte progress."""
 
 
 def _numel(e: TensorEntry) -> int:
