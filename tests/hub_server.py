@@ -19,8 +19,10 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 class HubServer:
-    def __init__(self, repos: dict[str, Path], branches: tuple[str, ...] = ("main",)):
-        self.repos, self.branches = repos, branches
+    def __init__(self, repos: dict[str, Path], branches: tuple[str, ...] = ("main",),
+                 gates: dict[str, threading.Event] | None = None):
+        """`gates`: file name → event; a GET of that file waits until the event is set (a slow download)."""
+        self.repos, self.branches, self.gates = repos, branches, gates or {}
         self.requests: list[str] = []
         handler = type("Handler", (_Handler,), {"hub": self})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -83,6 +85,8 @@ class _Handler(BaseHTTPRequestHandler):
             file = folder / name
             if "/" in name or not file.is_file():
                 return self._not_found("EntryNotFound", head)
+            if not head and name in self.hub.gates:
+                self.hub.gates[name].wait(120)
             data = file.read_bytes()
             etag = hashlib.sha256(data).hexdigest() if file.suffix == ".safetensors" else hashlib.sha1(data).hexdigest()
             return self._send(200, data, {"X-Repo-Commit": COMMIT, "ETag": f'"{etag}"',

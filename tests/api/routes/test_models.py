@@ -177,3 +177,41 @@ def test_s3_import_over_rest_takes_the_endpoint_from_the_allow_list(tmp_path: Pa
         assert done["status"] == "succeeded", done["error"]
         files = {f["name"]: f["sha256"] for f in api.client.get("/v1/models/tiny", headers=api.alice).json()["files"]}
         assert all(files[p.name] == hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.glob("*.safetensors"))
+
+
+def test_cancel_a_running_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A download that hangs is cancelled like a compression job (killed after the grace period); the
+    name is free again, and the next import of it clears the staging folder the killed one left."""
+    import threading
+
+    from huggingface_hub import constants
+
+    from tests.hub_server import HubServer
+
+    folder = sharded_folder(tmp_path / "repo")
+    second = sorted(p.name for p in folder.glob("model-*.safetensors"))[1]
+    gate = threading.Event()
+    hub = HubServer({"acme/slow": folder}, gates={second: gate})
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)  # the spawned job process reads it
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    try:
+        for api in _app(tmp_path, embedded_workers=True, model_sources="hf://acme", cancel_grace_s=1.0):
+            job = api.post({"source": "hf://acme/slow"}).json()
+
+            def fetching() -> bool:
+                events = api.client.get(f"/v1/jobs/{job['id']}/events", headers=api.alice).json()["data"]
+                return any(f"fetching {second}" in e["message"] for e in events)
+            wait_for(fetching, 60, f"the import to reach {second}")
+            assert api.client.post(f"/v1/jobs/{job['id']}/cancel", headers=api.alice).json()["status"] == "cancelling"
+            assert api.wait(job["id"])["status"] == "cancelled"
+            assert [p.name for p in (api.settings.home / "models").glob(".slow.importing-*")]  # the kill left it
+            assert api.client.get("/v1/models/slow", headers=api.alice).status_code == 404
+            gate.set()
+            again = api.post({"source": "hf://acme/slow"}).json()
+            assert api.wait(again["id"])["status"] == "succeeded"
+            assert sorted(p.name for p in (api.settings.home / "models").iterdir()) == ["slow", "smollm2-135m"]
+    finally:
+        gate.set()
+        hub.stop()
