@@ -9,12 +9,6 @@ from fastapi import HTTPException
 from service.settings import Settings
 
 
-def list_models(settings: Settings) -> list[dict[str, Any]]:
-    from compressor.models.store import ModelStore
-
-    return ModelStore(settings.home).list()
-
-
 def check_model(name: str, settings: Settings) -> None:
     """422 naming the known models when `name` is not in the store."""
     from compressor.models.store import ModelStore, UnknownModelError

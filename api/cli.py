@@ -1,8 +1,8 @@
 """The `compressor` console script: the library's commands plus the service's.
 
 `build_parser()` starts from `compressor.cli.build_parser()` (run, models, recipes, generate)
-and adds serve, keys, worker (server side) and submit, status, wait, download, cancel
-(client side). Each command sets `func`, which takes the parsed Namespace and returns an exit
+and adds serve, keys, worker (server side) and submit, submit-import, status, wait, download,
+cancel (client side). Each command sets `func`, which takes the parsed Namespace and returns an exit
 code. Nothing here imports torch, and web/queue packages are imported only inside the
 commands that need them. `python -m api.cli …` is the same command.
 """
@@ -209,6 +209,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 @_run_client
+def cmd_submit_import(args: argparse.Namespace) -> int:
+    """Import a model into a running service's store (a job; the source must be in its allow-list)."""
+    client = _client(args)
+    job = client.import_model(args.source, args.name, args.revision, idempotency_key=args.idempotency_key)
+    _print_job(job, args.json)
+    if args.wait:
+        job = client.wait(job["id"], timeout=args.timeout, on_change=None if args.json else lambda j: _print_job(j, False))
+        return 0 if job["status"] == "succeeded" else 1
+    return 0
+
+
+@_run_client
 def cmd_status(args: argparse.Namespace) -> int:
     _print_job(_client(args).job(args.job_id), args.json)
     return 0
@@ -292,6 +304,16 @@ def add_service_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=24 * 3600)
     with_client(p)
     p.set_defaults(func=cmd_submit)
+
+    p = subparsers.add_parser("submit-import", help="import a model into a running service's store (as a job)")
+    p.add_argument("source", help="a folder or .gguf under an allowed root, hf://org/model, s3://bucket/prefix")
+    p.add_argument("--name", help="store name (default: from the source)")
+    p.add_argument("--revision", help="hf:// only")
+    p.add_argument("--idempotency-key", help="retrying with the same key returns the same job")
+    p.add_argument("--wait", action="store_true", help="wait until the import ends; exit 0 only if it succeeded")
+    p.add_argument("--timeout", type=float, default=24 * 3600)
+    with_client(p)
+    p.set_defaults(func=cmd_submit_import)
 
     for name, func, text in (("status", cmd_status, "show a job"), ("cancel", cmd_cancel, "cancel a job")):
         p = subparsers.add_parser(name, help=text)

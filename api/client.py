@@ -47,6 +47,24 @@ class ServiceClient:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._json(self.http.post("/v1/jobs", json=spec, headers=headers))
 
+    def import_model(self, source: str, name: str | None = None, revision: str | None = None,
+                     idempotency_key: str | None = None) -> dict[str, Any]:
+        """POST /v1/models: the import job (follow it with `wait`)."""
+        body = {k: v for k, v in {"source": source, "name": name, "revision": revision}.items() if v is not None}
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._json(self.http.post("/v1/models", json=body, headers=headers))
+
+    def models(self) -> list[dict[str, Any]]:
+        return self._json(self.http.get("/v1/models"))["data"]
+
+    def model(self, name: str) -> dict[str, Any]:
+        return self._json(self.http.get(f"/v1/models/{name}"))
+
+    def delete_model(self, name: str) -> None:
+        response = self.http.delete(f"/v1/models/{name}")
+        if response.status_code != 204:
+            self._json(response)
+
     def job(self, job_id: str) -> dict[str, Any]:
         return self._json(self.http.get(f"/v1/jobs/{job_id}"))
 

@@ -24,7 +24,7 @@ from api.key_cache import KeyCache
 from api.limits import BodySizeLimit
 from api.rendered_jobs import RenderedJobs
 from api.metrics import JobsCollector
-from api.routes import artifacts, catalog, health, jobs
+from api.routes import artifacts, catalog, health, jobs, models
 from service.settings import Settings
 from service.storage import open_store
 from workers.executor import Executor, make_executor
@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     app.state.metrics_registry.register(JobsCollector(db))
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    for module in (jobs, artifacts, catalog, health):
+    for module in (jobs, models, artifacts, catalog, health):
         app.include_router(module.router)
     if settings.dashboard and DASHBOARD_DIR.is_dir():
         app.mount("/dashboard", StaticFiles(directory=DASHBOARD_DIR, html=True), name="dashboard")

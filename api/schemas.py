@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Row
 
 from service.db.models import Job, JobEvent
-from service.records import JobError, JobProgress, JobStatus
+from compressor.models.compatibility import ModelSupport, Support
+from service.records import MODEL_NAME_PATTERN, JobError, JobKind, JobProgress, JobStatus
 
 
 class Artifact(BaseModel):
@@ -27,6 +28,7 @@ class JobSummary(BaseModel):
 
     id: str
     object: Literal["compression.job"] = "compression.job"
+    kind: JobKind = Field(JobKind.compression, description="compression (POST /v1/jobs) or model-import (POST /v1/models)")
     status: JobStatus
     phase: str | None
     model: str
@@ -48,7 +50,7 @@ class JobSummary(BaseModel):
 
 def _summary_fields(job: Job | Row) -> dict[str, Any]:
     return {
-        "id": job.id, "status": job.status, "phase": job.phase, "model": job.model, "recipe_name": job.recipe_name,
+        "id": job.id, "kind": job.kind, "status": job.status, "phase": job.phase, "model": job.model, "recipe_name": job.recipe_name,
         "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
         "duration_s": job.duration_s, "attempt": job.attempt, "max_attempts": job.max_attempts,
         "cancel_requested": job.cancel_requested, "progress": job.progress, "error": job.error,
@@ -99,12 +101,56 @@ class ArtifactList(BaseModel):
     data: list[Artifact]
 
 
+class ModelImportRequest(BaseModel):
+    """The body of POST /v1/models: a store name and where to import the model from."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "qwen2.5-1.5b", "source": "/data/models/Qwen2.5-1.5B"},
+        {"name": "llama-3.1-8b", "source": "hf://meta-llama/Llama-3.1-8B", "revision": "main"},
+        {"source": "s3://team-models/llm/mistral-7b"}]})
+
+    name: str | None = Field(None, pattern=MODEL_NAME_PATTERN,
+                             description="store name (default: the source's last path part, lower-cased)")
+    source: str = Field(min_length=1, max_length=2048, description=(
+        "a HF folder or .gguf file under an allowed local root, hf://org/model[@revision] of an allowed organisation, "
+        "or s3://bucket/prefix in an allowed bucket (COMPRESSOR_MODEL_SOURCES)"))
+    revision: str | None = Field(None, max_length=128, description="hf:// only: branch, tag or commit")
+
+
+Importer = Literal["you", "another key", "cli"]
+
+
 class ModelInfo(BaseModel):
+    """A model as a list shows it. Models are shared: every key sees and uses every model."""
+
     name: str
+    status: Literal["ready", "importing"] = "ready"
     architecture: str | None = None
+    model_type: str | None = None
     params: int | None = None
     num_layers: int | None = None
     hidden_size: int | None = None
+    dtype: str | None = None
+    total_bytes: int | None = None
+    source: str | None = None
+    revision: str | None = None
+    imported_by: Importer = Field("cli", description="you / another key (over REST: only that key may delete it) / "
+                                                     "cli (bundled or `compressor models import`: not deletable over REST)")
+    import_job_id: str | None = Field(None, description="the import job (GET /v1/jobs/{id} while yours)")
+
+
+class ModelFile(BaseModel):
+    name: str
+    size: int
+    sha256: str
+
+
+class ModelDetail(ModelInfo):
+    """One model in full: its files with sha256s, its shape, and which methods and formats apply (and why not)."""
+
+    files: list[ModelFile] = []
+    support: ModelSupport | None = None
+    formats: dict[str, Support] = {}
 
 
 class ModelList(BaseModel):

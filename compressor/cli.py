@@ -106,13 +106,68 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     store = ModelStore()
     if args.action == "import":
-        path = store.import_bundled(args.name, overwrite=args.force)
-        print(f"{args.name}: {path}")
-    else:
-        for info in store.list():
-            print(json.dumps(info))
-        if not store.names():
-            print("no models in the store; run `compressor models import`", file=sys.stderr)
+        return _import_model(store, args)
+    if args.action == "show":
+        return _show_model(store, args.model)
+    if args.action == "delete":
+        from compressor.models.store import UnknownModelError
+
+        try:
+            store.delete(args.model)
+        except UnknownModelError as e:
+            print(e, file=sys.stderr)
+            return 2
+        print(f"deleted {args.model}", file=sys.stderr)
+        return 0
+    for info in store.list():
+        print(json.dumps({k: v for k, v in info.items() if k != "files"}))
+    if not store.names():
+        print("no models in the store; run `compressor models import`", file=sys.stderr)
+    return 0
+
+
+def _import_model(store, args: argparse.Namespace) -> int:  # noqa: ANN001
+    """No source: the bundled model, as before. A source: a folder, .gguf, hf:// or s3://."""
+    from rich.console import Console
+
+    from compressor.models.sources import SourceError
+    from compressor.models.store import ModelExistsError
+    from compressor.progress import JobCancelled
+    from compressor.progress_display import ProgressDisplay
+
+    if args.source is None:
+        name = args.name or "smollm2-135m"
+        path = store.import_bundled(name, overwrite=args.force)
+        print(f"{name}: {path}")
+        return 0
+    console = Console(stderr=True)
+    try:
+        with ProgressDisplay(console) as display:
+            path = store.import_source(args.source, args.name, args.revision, link=args.link, overwrite=args.force,
+                                       progress=display)
+    except (SourceError, ModelExistsError) as e:
+        console.print(f"[red]{e}", highlight=False)
+        return 2
+    except (KeyboardInterrupt, JobCancelled):
+        console.print("[red]import interrupted; nothing was added")
+        return 130
+    info = json.loads((path / "store.json").read_text())
+    print(f"{info['name']}: {path} ({info['architecture']}, {info['params'] / 1e6:.1f}M parameters, {info['dtype']}, "
+          f"{len(info['files'])} files, {info['total_bytes'] / 1e6:.1f} MB)")
+    return 0
+
+
+def _show_model(store, name: str) -> int:  # noqa: ANN001
+    """store.json and what the library can do with the model (`compatibility.model_support`)."""
+    from compressor.models.compatibility import model_support
+    from compressor.models.store import UnknownModelError
+
+    try:
+        info, config = store.info(name), store.config(name)
+    except UnknownModelError as e:
+        print(e, file=sys.stderr)
+        return 2
+    print(json.dumps({**info, "support": model_support(config).model_dump()}, indent=2))
     return 0
 
 
@@ -148,11 +203,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("models", help="the model store")
-    p.add_argument("action", choices=["import", "list"])
-    p.add_argument("--name", default="smollm2-135m", help="bundled model to import")
-    p.add_argument("--force", action="store_true", help="re-import even if present")
-    p.set_defaults(func=cmd_models)
+    p = sub.add_parser("models", help="the model store: import, list, show, delete")
+    models = p.add_subparsers(dest="action", required=True)
+    m = models.add_parser("import", help="import a model (no source: the bundled SmolLM2-135M)")
+    m.add_argument("source", nargs="?", help="a HF folder, a .gguf file, hf://org/model[@revision] or "
+                                             "s3://bucket/prefix[?endpoint_url=…]; none = the bundled model")
+    m.add_argument("--name", help="store name (default: smollm2-135m for the bundled model, else from the source)")
+    m.add_argument("--revision", help="hf:// only: branch, tag or commit")
+    m.add_argument("--link", action="store_true", help="hard-link local files instead of copying them (same filesystem)")
+    m.add_argument("--force", action="store_true", help="re-import even if present")
+    m.set_defaults(func=cmd_models)
+    models.add_parser("list", help="the models in the store, one JSON line each").set_defaults(func=cmd_models)
+    for action, text in (("show", "a model's store.json and which methods apply"), ("delete", "remove a model")):
+        m = models.add_parser(action, help=text)
+        m.add_argument("model", help="a store name")
+        m.set_defaults(func=cmd_models)
 
     p = sub.add_parser("recipes", help="list ready-made recipes")
     p.set_defaults(func=cmd_recipes)

@@ -7,8 +7,11 @@ response models, its client and its metrics.
 from __future__ import annotations
 
 from enum import Enum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"  # as compressor.spec.MODEL_NAME_PATTERN
 
 
 class JobStatus(str, Enum):
@@ -23,6 +26,13 @@ class JobStatus(str, Enum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+
+
+class JobKind(str, Enum):
+    """What a job does: compress a model (its spec is a `JobSpec`), or import one (a `ModelImportSpec`)."""
+
+    compression = "compression"
+    model_import = "model-import"
 
 
 ACTIVE_STATUSES = (JobStatus.running, JobStatus.cancelling)  # a worker holds a lease
@@ -52,3 +62,19 @@ class JobError(BaseModel):
     type: str
     message: str
     stage: str | None = None
+
+
+class ModelImportSpec(BaseModel):
+    """What an import job runs: written by `POST /v1/models`, read by `workers/import_job.py`.
+
+    It carries the allow-list and size limit in force when the request was admitted, so the job
+    checks the source again under the same rules (the job process has no settings of its own)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["model-import"] = "model-import"
+    name: str = Field(pattern=MODEL_NAME_PATTERN)
+    source: str
+    revision: str | None = None
+    allowed_sources: str = Field(description="COMPRESSOR_MODEL_SOURCES when the import was requested")
+    max_bytes: int | None = None

@@ -57,6 +57,25 @@ class Settings(BaseSettings):
                                 "torch-free stand-in workers/dry_run.py that smoke-tests a deployment in seconds")
     dashboard: bool = True
 
+    model_sources: str = Field(
+        "", description="where POST /v1/models may import from, comma-separated: absolute local roots, hf://<org>, "
+                        "s3://bucket[/prefix][?endpoint_url=…&region=…]; empty = REST imports refused (the CLI is not limited)")
+    max_model_bytes: int = Field(200 * 10**9, ge=1, description="an import whose safetensors weights are larger is refused")
+
+    @field_validator("model_sources")
+    @classmethod
+    def _check_model_sources(cls, text: str) -> str:
+        from compressor.models.sources.policy import SourcePolicy
+
+        SourcePolicy.parse(text)  # ValueError naming the bad entry
+        return text
+
+    @property
+    def source_policy(self):  # noqa: ANN201 - a compressor.models.sources.SourcePolicy
+        from compressor.models.sources.policy import SourcePolicy
+
+        return SourcePolicy.parse(self.model_sources)
+
     @field_validator("artifacts_url")
     @classmethod
     def _check_artifacts_url(cls, url: str) -> str:

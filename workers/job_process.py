@@ -23,6 +23,7 @@ from service.db import jobs as jobs_db
 from service.db.database import Database
 from service.records import JobProgress
 from service.storage.checkpoints import checkpoint_mirror
+from workers import import_job
 
 CANCEL_POLL_S = 0.5
 Runner = Literal["pipeline", "dry-run"]
@@ -188,14 +189,18 @@ def main(args: JobProcessArgs) -> None:
     try:
         from compressor.spec import JobSpec
 
-        spec = JobSpec.model_validate(args.spec)
-        mirror = checkpoint_mirror(args.checkpoint_mirror_url, args.job_id) if args.resume_dir else None
-        if mirror is not None and (restored := mirror.restore(args.resume_dir)):
-            writer(_message(f"restored {restored} checkpoint files from the artifact store", "starting"))
+        if args.spec.get("kind") == import_job.KIND:  # POST /v1/models: imports keep no resume state
+            spec, runner, mirror, resume_dir = import_job.ModelImportSpec.model_validate(args.spec), import_job.run, None, None
+        else:
+            spec, runner, resume_dir = JobSpec.model_validate(args.spec), RUNNERS[args.runner], args.resume_dir
+            mirror = checkpoint_mirror(args.checkpoint_mirror_url, args.job_id) if resume_dir else None
+            if mirror is not None and (restored := mirror.restore(resume_dir)):
+                writer(_message(f"restored {restored} checkpoint files from the artifact store", "starting"))
         writer(_message("loading the library and the model", "starting"))
-        run_result = RUNNERS[args.runner](spec, args.out_dir, home=args.home, progress=writer,
-                                          should_cancel=CancelCheck(db, args.lease, writer),
-                                          resume_dir=args.resume_dir, attempt=args.attempt, checkpoint_observer=mirror)
+        run_result = runner(spec, args.out_dir, home=args.home, progress=writer,
+                            should_cancel=CancelCheck(db, args.lease, writer),
+                            **({"resume_dir": resume_dir, "attempt": args.attempt, "checkpoint_observer": mirror}
+                               if resume_dir is not None else {}))
         writer.flush()
         report = getattr(run_result, "report", None) or {}
         _write_result(args.result_path, {"status": "succeeded", "report": report})

@@ -65,7 +65,7 @@ async function jobsPage(params) {
     const rows = page.data.map(j => {
       const f = j.progress && j.progress.fraction != null ? j.progress.fraction : (j.status === "succeeded" ? 1 : 0);
       return `<tr data-job="${esc(j.id)}"><td><a href="#/jobs/${esc(j.id)}">${esc(j.id)}</a></td>
-        <td class="status ${esc(j.status)}">${esc(j.status)}</td><td>${esc(j.model)}</td><td>${esc(j.recipe_name || "")}</td>
+        <td class="status ${esc(j.status)}">${esc(j.status)}</td><td>${esc(j.model)}</td><td>${esc(j.kind === "model-import" ? "import" : j.recipe_name || "")}</td>
         <td><span class="bar"><span style="width:${(f * 100).toFixed(0)}%"></span></span> ${esc(j.phase || "")}</td>
         <td class="eta">${etaText(j)}</td><td>${fmtTime(j.created_at)}</td></tr>`;
     }).join("");
@@ -174,12 +174,17 @@ async function jobPage(jobId) {
         &nbsp; <span class="bar"><span style="width:${(f * 100).toFixed(0)}%"></span></span> ${(f * 100).toFixed(0)}%
         &nbsp; ETA <b id="job-eta">${etaText(job)}</b>
         ${TERMINAL.includes(job.status) || job.status === "cancelling" ? "" : `<button id="cancel">Cancel</button>`}</p>
-      <p class="muted">${esc(job.model)} · recipe ${esc(job.recipe_name || "custom")} · attempt ${job.attempt}/${job.max_attempts}
+      <p class="muted">${esc(job.model)} · ${job.kind === "model-import"
+        ? `import of <code>${esc(job.spec.source)}</code> (<a href="#/models/${esc(job.model)}">model</a>)`
+        : `recipe ${esc(job.recipe_name || "custom")}`} · attempt ${job.attempt}/${job.max_attempts}
         · created ${fmtTime(job.created_at)} · ran ${fmtSecs(job.duration_s)}</p>
       ${job.error ? `<p class="error" id="job-error">${esc(job.error.type)}: ${esc(job.error.message)}${job.error.stage ? ` (stage ${esc(job.error.stage)})` : ""}</p>` : ""}`;
     const cancel = $("#cancel");
     if (cancel) cancel.onclick = () => api(`/v1/jobs/${jobId}/cancel`, {method: "POST"}).then(refresh).catch(showError);
-    $("#job-metrics").innerHTML = metricsTable(job.report);
+    $("#job-metrics").innerHTML = job.kind === "model-import"
+      ? (job.report ? `<p>${esc(job.report.architecture)} · ${(job.report.params / 1e6).toFixed(1)}M parameters · ${
+          esc(job.report.dtype)} · ${fmtBytes(job.report.total_bytes)}</p>` : `<p class="muted">The model appears when the import succeeds.</p>`)
+      : metricsTable(job.report);
     if (job.report && !plotted) {
       perplexityPlot($("#ppl-plot"), job.report);
       layerErrorPlot($("#layer-plot"), job.report);
@@ -218,7 +223,7 @@ async function submitPage() {
     <h2>Submit a job</h2>
     <form id="submit-form" class="card">
       <label for="model">Model</label>
-      <select id="model">${models.data.map(m => `<option value="${esc(m.name)}">${esc(m.name)} (${esc(m.architecture || "")}, ${
+      <select id="model">${models.data.filter(m => m.status === "ready").map(m => `<option value="${esc(m.name)}">${esc(m.name)} (${esc(m.architecture || "")}, ${
         m.params ? (m.params / 1e6).toFixed(0) + "M params" : "?"})</option>`).join("")}</select>
       <label for="recipe-preset">Recipe preset</label>
       <select id="recipe-preset">${Object.keys(presets).map(n => `<option ${n === "w4a16-rtn" ? "selected" : ""}>${esc(n)}</option>`).join("")}</select>
@@ -257,6 +262,82 @@ async function submitPage() {
   };
 }
 
+// ------------------------------------------------------------------ models
+
+async function modelsPage() {
+  const models = await api("/v1/models");
+  view().innerHTML = `
+    <h2>Models</h2>
+    <p class="muted">Models are shared by every API key; only the key that imported one may delete it.</p>
+    <table id="models-table"><thead><tr><th>Model</th><th>Status</th><th>Architecture</th><th>Parameters</th><th>dtype</th>
+      <th>Size</th><th>Imported by</th></tr></thead><tbody>${models.data.map(m => `<tr data-model="${esc(m.name)}">
+        <td><a href="#/models/${esc(m.name)}">${esc(m.name)}</a></td><td class="status">${esc(m.status)}${m.import_job_id
+          ? ` (<a href="#/jobs/${esc(m.import_job_id)}">job</a>)` : ""}</td><td>${esc(m.architecture || "–")}</td>
+        <td>${m.params ? (m.params / 1e6).toFixed(1) + "M" : "–"}</td><td>${esc(m.dtype || "–")}</td>
+        <td>${m.total_bytes ? fmtBytes(m.total_bytes) : "–"}</td><td>${esc(m.imported_by)}</td></tr>`).join("")
+      || `<tr><td colspan="7" class="muted">No models yet.</td></tr>`}</tbody></table>
+    <form id="import-form" class="card">
+      <h3>Import a model</h3>
+      <label for="import-source">Source</label>
+      <input id="import-source" size="60" placeholder="/data/models/Qwen2.5-1.5B · hf://Qwen/Qwen2.5-1.5B · s3://bucket/prefix">
+      <label for="import-name">Name (optional)</label>
+      <input id="import-name" size="30" placeholder="from the source">
+      <label for="import-revision">Revision (hf:// only, optional)</label>
+      <input id="import-revision" size="30">
+      <p><button id="import-button" type="submit">Import</button></p>
+      <p class="muted">Safetensors only (pickle weights are refused), never custom code; sources must be inside the
+        server's allow-list (COMPRESSOR_MODEL_SOURCES).</p>
+      <div id="import-error" class="error"></div>
+    </form>`;
+  const keys = {};  // one Idempotency-Key per distinct request: a double click imports once
+  const newKey = () => crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random();
+  $("#import-form").onsubmit = async ev => {
+    ev.preventDefault();
+    $("#import-error").textContent = "";
+    const body = {source: $("#import-source").value.trim()};
+    if ($("#import-name").value.trim()) body.name = $("#import-name").value.trim();
+    if ($("#import-revision").value.trim()) body.revision = $("#import-revision").value.trim();
+    try {
+      const job = await api("/v1/models", {method: "POST", body: JSON.stringify(body),
+                                           headers: {"Idempotency-Key": keys[JSON.stringify(body)] ||= newKey()}});
+      location.hash = `#/jobs/${job.id}`;
+    } catch (e) { $("#import-error").textContent = e.message; }
+  };
+}
+
+async function modelPage(name) {
+  const m = await api(`/v1/models/${encodeURIComponent(name)}`);
+  const s = m.support;
+  const methods = s ? Object.entries(s.methods).map(([k, v]) => `<tr data-method="${esc(k)}"><td>${esc(k)}</td>
+    <td class="status ${v.ok ? "succeeded" : "failed"}">${v.ok ? "applies" : "refused"}</td><td>${esc(v.reason || "")}</td></tr>`).join("") : "";
+  const formats = Object.entries(m.formats || {}).map(([k, v]) => `<tr><td>${esc(k)}</td>
+    <td class="status ${v.ok ? "succeeded" : "failed"}">${v.ok ? "applies" : "refused"}</td><td>${esc(v.reason || "")}</td></tr>`).join("");
+  view().innerHTML = `
+    <h2>Model <span id="model-name">${esc(m.name)}</span></h2>
+    <div class="card" id="model-summary">
+      <p>Status <b id="model-status">${esc(m.status)}</b> · <span id="model-arch">${esc(m.architecture || "–")}</span> ·
+        ${m.params ? (m.params / 1e6).toFixed(1) + "M parameters" : ""} · ${esc(m.dtype || "")} · ${m.total_bytes ? fmtBytes(m.total_bytes) : ""}</p>
+      <p class="muted">source <code>${esc(m.source || "bundled")}</code>${m.revision ? ` @ ${esc(m.revision)}` : ""} · imported by ${esc(m.imported_by)}
+        ${m.import_job_id ? ` · <a href="#/jobs/${esc(m.import_job_id)}">import job</a>` : ""}</p>
+      ${s ? `<p>${s.num_layers} layers · hidden ${s.hidden_size} · MLP ${s.intermediate_size} · head dim ${s.head_dim}${
+        s.family ? ` · family ${esc(s.family)}` : ""}</p>` : ""}
+      ${s && !s.supported ? `<p class="error">${esc(s.reason)}</p>` : ""}
+      ${m.imported_by === "you" ? `<button id="delete-model">Delete</button>` : ""}
+      <div id="model-error" class="error"></div></div>
+    <div class="grid"><div class="card"><h3>Methods</h3><table id="methods-table">${methods}</table></div>
+      <div class="card"><h3>Formats</h3><table id="formats-table">${formats}</table></div></div>
+    <div class="card"><h3>Files</h3><table id="files-table"><tr><th>file</th><th>size</th><th>sha256</th></tr>${
+      (m.files || []).map(f => `<tr><td>${esc(f.name)}</td><td>${fmtBytes(f.size)}</td><td class="muted"><code>${esc(f.sha256)}</code></td></tr>`).join("")}</table></div>`;
+  const del = $("#delete-model");
+  if (del) del.onclick = async () => {
+    try {
+      const r = await fetch(`/v1/models/${encodeURIComponent(name)}`, {method: "DELETE", headers: {"Authorization": `Bearer ${apiKey()}`}});
+      if (!r.ok) throw new Error(`${r.status}: ${detailText((await r.json()).detail)}`);
+      location.hash = "#/models";
+    } catch (e) { $("#model-error").textContent = e.message; }
+  };
+}
+
 // ------------------------------------------------------------------ routing
 
 async function route() {
@@ -268,6 +349,8 @@ async function route() {
     const m = path.match(/^\/jobs\/(job_[0-9a-f]{24})$/);
     if (m) await jobPage(m[1]);
     else if (path === "/submit") await submitPage();
+    else if (path === "/models") await modelsPage();
+    else if (path.startsWith("/models/")) await modelPage(decodeURIComponent(path.slice("/models/".length)));
     else await jobsPage(params);
   } catch (e) { showError(e); }
 }

@@ -1,21 +1,14 @@
-"""/v1/models and /v1/recipes: what a job may name."""
+"""/v1/recipes: the ready-made recipes a job may name (models: `api/routes/models.py`)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.catalog import list_models, list_recipes
-from api.deps import OwnerDep, SettingsDep
-from api.schemas import ErrorBody, ModelInfo, ModelList, RecipeInfo, RecipeList
+from api.catalog import list_recipes
+from api.deps import OwnerDep
+from api.schemas import ErrorBody, RecipeInfo, RecipeList
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
-
-
-@router.get("/models", response_model=ModelList, operation_id="models-list", responses={401: {"model": ErrorBody}})
-def models(owner: OwnerDep, settings: SettingsDep) -> ModelList:
-    """The models in the store (import more with `compressor models import`)."""
-    fields = ModelInfo.model_fields
-    return ModelList(data=[ModelInfo(**{k: v for k, v in m.items() if k in fields}) for m in list_models(settings)])
 
 
 @router.get("/recipes", response_model=RecipeList, operation_id="recipes-list", responses={401: {"model": ErrorBody}})

@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Row, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from service.db.models import Job, JobEvent
-from service.records import ACTIVE_STATUSES, TERMINAL_STATUSES, JobProgress, JobStatus
+from service.records import ACTIVE_STATUSES, TERMINAL_STATUSES, JobKind, JobProgress, JobStatus
 
 JOB_ID_PATTERN = r"^job_[0-9a-f]{24}$"
 
@@ -85,7 +85,7 @@ def get_job_version(session: Session | Connection, job_id: str, owner: str) -> t
     return None if row is None else (row.updated_at, row.attempt)
 
 
-SUMMARY_COLUMNS = (Job.id, Job.status, Job.phase, Job.model, Job.recipe_name, Job.created_at, Job.started_at,
+SUMMARY_COLUMNS = (Job.id, Job.kind, Job.status, Job.phase, Job.model, Job.recipe_name, Job.created_at, Job.started_at,
                    Job.finished_at, Job.duration_s, Job.attempt, Job.max_attempts, Job.cancel_requested, Job.progress,
                    Job.error)
 
@@ -133,10 +133,12 @@ def create_job(
     recipe_name: str | None,
     executor: str,
     max_attempts: int,
+    kind: JobKind = JobKind.compression,
 ) -> Job:
     t = now()
     job = Job(
-        id=new_job_id(), owner=owner, status=JobStatus.queued, executor=executor, model=model, recipe_name=recipe_name,
+        id=new_job_id(), owner=owner, kind=kind.value, status=JobStatus.queued, executor=executor, model=model,
+        recipe_name=recipe_name,
         spec=spec, attempt=0, max_attempts=max_attempts, cancel_requested=False, created_at=t, updated_at=t,
     )
     session.add(job)

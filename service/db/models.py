@@ -1,4 +1,4 @@
-"""The four tables: jobs, job_events, api_keys, idempotency_keys.
+"""The five tables: jobs, job_events, api_keys, idempotency_keys, models.
 
 Timestamps are float seconds since the epoch (portable between SQLite and PostgreSQL, no
 time-zone surprises). JSON columns hold the validated spec, progress, error, report and the
@@ -26,6 +26,7 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     owner: Mapped[str] = mapped_column(String(40), ForeignKey("api_keys.id"))
+    kind: Mapped[str] = mapped_column(String(16), server_default="compression")  # JobKind
     status: Mapped[str] = mapped_column(String(16), index=True)
     executor: Mapped[str] = mapped_column(String(16))
     model: Mapped[str] = mapped_column(String(64))
@@ -81,4 +82,19 @@ class IdempotencyKey(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     job_id: Mapped[str] = mapped_column(String(40), ForeignKey("jobs.id", ondelete="CASCADE"))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Model(Base):
+    """A model imported over REST: who imported it (only that key may delete it) and by which job.
+
+    The files live in the model store; this row reserves the name while the import runs. Models
+    imported with the CLI (or bundled) have no row: every key may use them, none may delete them."""
+
+    __tablename__ = "models"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(40), ForeignKey("api_keys.id"))
+    import_job_id: Mapped[str] = mapped_column(String(40), ForeignKey("jobs.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float)

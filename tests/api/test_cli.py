@@ -50,3 +50,24 @@ def test_keys_submit_status_wait_download_cancel(tmp_path: Path) -> None:
     key_id = listed.stdout.split("\t")[0]
     assert cli(env, "keys", "revoke", key_id).returncode == 0
     assert "\tci\trevoked" in cli(env, "keys", "list").stdout
+
+
+def test_submit_import_of_a_sharded_folder_to_a_service(tmp_path: Path) -> None:
+    from tests.model_folders import sharded_folder
+
+    home, root = tmp_path / "home", tmp_path / "models-in"
+    folder = sharded_folder(root / "tiny")
+    env = service_env(tmp_path, home, COMPRESSOR_MODEL_SOURCES=str(root))
+    key = cli(env, "keys", "create", "--name", "ci").stdout.strip()
+    server = Server(env, tmp_path / "serve.log")
+    try:
+        client = {**env, "COMPRESSOR_URL": server.url, "COMPRESSOR_API_KEY": key}
+        out = cli(client, "submit-import", str(folder), "--wait", "--timeout", "120")
+        assert out.returncode == 0, out.stderr + server.output()
+        assert out.stdout.splitlines()[-1].split()[1] == "succeeded"
+        info = json.loads((home / "models" / "tiny" / "store.json").read_text())
+        assert {f["name"] for f in info["files"]} >= {p.name for p in folder.glob("*.safetensors")}
+        refused = cli(client, "submit-import", str(tmp_path))
+        assert refused.returncode == 2 and "403" in refused.stderr and f"local folders under {root}" in refused.stderr
+    finally:
+        server.stop()

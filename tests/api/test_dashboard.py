@@ -77,3 +77,48 @@ def test_submit_a_job_and_watch_it_finish(browser, tmp_path: Path) -> None:  # n
         assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and "401" not in e["message"]]
     finally:
         server.stop()
+
+
+def test_import_a_model_and_see_its_details(browser, tmp_path: Path) -> None:  # noqa: ANN001
+    """The Models page: import a sharded folder from the allow-list, follow its job, read its details."""
+    from tests.model_folders import sharded_folder
+
+    home, root = tmp_path / "home", tmp_path / "models-in"
+    fake_store_entry(home)
+    folder = sharded_folder(root / "Tiny-Llama")
+    env = service_env(tmp_path, home, COMPRESSOR_JOB_RUNNER="dry-run", COMPRESSOR_MODEL_SOURCES=str(root))
+    server = Server(env, tmp_path / "serve.log")
+    try:
+        key = cli(env, "keys", "create", "--name", "browser").stdout.strip()
+        wait = WebDriverWait(browser, 90, ignored_exceptions=(StaleElementReferenceException,))
+        browser.get(f"{server.url}/dashboard/#/models")
+        browser.find_element(By.ID, "api-key").send_keys(key)
+        browser.find_element(By.ID, "save-key").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, 'tr[data-model="smollm2-135m"]'))
+
+        browser.find_element(By.ID, "import-source").send_keys(str(tmp_path / "elsewhere"))
+        browser.find_element(By.ID, "import-button").click()
+        wait.until(lambda d: "not allowed" in d.find_element(By.ID, "import-error").text)
+        assert f"local folders under {root}" in browser.find_element(By.ID, "import-error").text
+
+        source = browser.find_element(By.ID, "import-source")
+        source.clear()
+        source.send_keys(str(folder))
+        browser.find_element(By.ID, "import-button").click()
+        wait.until(lambda d: "#/jobs/job_" in d.current_url)
+        wait.until(lambda d: d.find_element(By.ID, "job-status").text in ("succeeded", "failed", "cancelled"))
+        assert browser.find_element(By.ID, "job-status").text == "succeeded", server.output()
+        assert "LlamaForCausalLM" in browser.find_element(By.ID, "job-metrics").text
+
+        browser.get(f"{server.url}/dashboard/#/models/tiny-llama")
+        wait.until(lambda d: d.find_elements(By.ID, "files-table"))
+        assert browser.find_element(By.ID, "model-arch").text == "LlamaForCausalLM"
+        files = browser.find_element(By.ID, "files-table").text
+        assert "model-00001-of-" in files and "model.safetensors.index.json" in files
+        assert "applies" in browser.find_element(By.CSS_SELECTOR, 'tr[data-method="gptq"]').text
+        browser.find_element(By.ID, "delete-model").click()
+        wait.until(lambda d: d.current_url.endswith("#/models") and d.find_elements(By.ID, "models-table"))
+        wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, 'tr[data-model="tiny-llama"]'))
+        assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and "40" not in e["message"]]
+    finally:
+        server.stop()

@@ -143,8 +143,9 @@ def test_artifacts_download_with_sha256_and_range(api: Api, tmp_path: Path) -> N
 
 def test_catalog_health_metrics_openapi(api: Api) -> None:
     models = api.client.get("/v1/models", headers=api.alice).json()["data"]
-    assert models == [{"name": "smollm2-135m", "architecture": "LlamaForCausalLM", "params": 134515008,
-                       "num_layers": 30, "hidden_size": 576}]
+    assert [{k: m[k] for k in ("name", "status", "architecture", "params", "num_layers", "hidden_size", "imported_by")}
+            for m in models] == [{"name": "smollm2-135m", "status": "ready", "architecture": "LlamaForCausalLM",
+                                  "params": 134515008, "num_layers": 30, "hidden_size": 576, "imported_by": "cli"}]
     recipes = {r["name"]: r["recipe"] for r in api.client.get("/v1/recipes", headers=api.alice).json()["data"]}
     assert {"w4a16-rtn", "w4a16-gptq", "w8a8-rtn"} <= set(recipes)
     assert api.submit({"model": "smollm2-135m", "recipe": recipes["w4a16-rtn"]}).status_code == 202
