@@ -19,8 +19,11 @@ class S3Folder:
     @property
     def client(self) -> Any:
         if self._client is None:
-            import boto3
-            from botocore.config import Config
+            try:
+                import boto3
+                from botocore.config import Config
+            except ImportError:
+                raise SourceUnavailable("s3:// sources need boto3: pip install boto3 (or the service extra)") from None
 
             s = self.source
             style = s.addressing_style or ("path" if s.endpoint_url else "auto")
