@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compressor.models.adapter import LlamaFamilyAdapter
+from compressor.models.adapter import DecoderAdapter
 from compressor.progress import Progress
 from compressor.quant.calibration import (
     LayerInputs,
@@ -66,7 +66,7 @@ class LayerRecord:
 class LogitLens(nn.Module):
     """The model's final norm and lm_head, read from any layer's output (frozen)."""
 
-    def __init__(self, model: nn.Module, adapter: LlamaFamilyAdapter):
+    def __init__(self, model: nn.Module, adapter: DecoderAdapter):
         super().__init__()
         self.norm, self.head = adapter.final_norm(model), adapter.lm_head(model)
 
@@ -102,7 +102,7 @@ def train_block(
     with block.norm_hooks(), torch.enable_grad():
         for epoch in range(cfg.epochs):
             losses, min_margin, lost = [], math.inf, False
-            for rows, kwargs in inputs.batches():
+            for rows, kwargs in inputs.batches(block.parts.layer):
                 for check in block.transforms.check(epoch, cfg.min_dominance).values():  # before any inverse
                     min_margin = min(min_margin, check.min_margin)
                     record.rows_repaired += check.rows_repaired
@@ -138,11 +138,11 @@ def _rounded(value: Any) -> Any:
 
 
 def _with_hidden(inputs: LayerInputs, hidden: torch.Tensor) -> LayerInputs:
-    return LayerInputs(hidden=hidden, kwargs=inputs.kwargs, batch_size=inputs.batch_size)
+    return LayerInputs(hidden=hidden, kwargs=inputs.kwargs, batch_size=inputs.batch_size, per_layer=inputs.per_layer)
 
 
 def affinequant_quantize(
-    model: nn.Module, adapter: LlamaFamilyAdapter, tokens: torch.Tensor, cfg: AffineQuantConfig, progress: Progress | None = None,
+    model: nn.Module, adapter: DecoderAdapter, tokens: torch.Tensor, cfg: AffineQuantConfig, progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Run AffineQuant on `model` in place with calibration `tokens` [samples, seqlen]; returns the per-layer log."""
     progress = progress or Progress()
