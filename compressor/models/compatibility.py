@@ -44,7 +44,10 @@ R1_BLOCKED = ("the RMSNorms on the attention and FFN outputs (post_attention_lay
 QK_BLOCKED = "queries and keys pass an RMSNorm per head before RoPE, so no transform can sit between q_proj and k_proj outputs"
 SOFTCAP_BLOCKED = ("attention logits are soft-capped (attn_logit_softcapping), which the compressor's attention backend "
                    "(SDPA, used for Q/K rotation and KV-cache quantization) does not compute")
-OFFSET_SCALES_BLOCKED = "OSTQuant's learned norm scales assume a norm that multiplies by w; this family's norms multiply by (1 + w)"
+OSTQUANT_GEMMA_BLOCKED = (R1_BLOCKED + "; OSTQuant's learned norm scales assume a norm that multiplies by w, not (1 + w); "
+                          "and its training reads logits as lm_head(final norm) of the raw embeddings, without Gemma's "
+                          "embedding scale and final-logit soft-capping, so only R2 would remain and it would be trained "
+                          "against the wrong logits")
 
 
 def _dims(config: dict[str, Any]) -> dict[str, int]:
@@ -88,8 +91,7 @@ def _method_support(family: Family, config: dict[str, Any], d: dict[str, int]) -
         elif notes[m]:
             methods[m] = Support(ok=True, reason=("needs " if m == "hadamard" else "") + "; ".join(notes[m]))
     if family.post_block_norms:
-        methods["ostquant"] = Support(ok=False, reason=f"{R1_BLOCKED}; {OFFSET_SCALES_BLOCKED}: only rotations: [r2] "
-                                                       "with scales: false would remain")
+        methods["ostquant"] = Support(ok=False, reason=OSTQUANT_GEMMA_BLOCKED)
     if notes["affinequant"]:
         methods["affinequant"] = Support(ok=True, reason="needs " + "; ".join(notes["affinequant"]))
     return methods
@@ -155,8 +157,8 @@ def check_recipe_against_model(config: dict[str, Any], recipe: Recipe | dict[str
             problems += _size_problems(field, d, r1 and not family.post_block_norms, r2, cfg.online_down_proj, qk)
             if qk and _softcapped(config):
                 problems.append(f"{field}.online_qk: {family.name}: {SOFTCAP_BLOCKED}; set online_qk: off")
-            if isinstance(cfg, OSTQuantConfig) and cfg.scales and family.norm_offset:
-                problems.append(f"{field}.scales: {family.name}: {OFFSET_SCALES_BLOCKED}; set scales: false")
+            if isinstance(cfg, OSTQuantConfig) and family.post_block_norms:
+                problems.append(f"{field}: {family.name}: {OSTQUANT_GEMMA_BLOCKED}")
         if isinstance(cfg, AffineQuantConfig):
             if cfg.qk_matrix and family.qk_norm:
                 problems.append(f"{field}.qk_matrix: {family.name}: {QK_BLOCKED}; set qk_matrix: false")
