@@ -119,6 +119,24 @@ def test_adapter_finds_every_part(family, record_property):
     assert support.supported and support.family == family and support.head_dim == d
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_layer_by_layer_walk_reproduces_the_model(family, record_property):
+    """GPTQ and AffineQuant walk one layer at a time with captured kwargs: each layer must get its own
+    (sliding-window vs full-attention masks, Gemma 3's local vs global RoPE), at a length past the window."""
+    from compressor.quant.calibration import capture_layer0_inputs, layer_outputs
+
+    tag(record_property, family, "calibration")
+    model, adapter = build(family)
+    toks = tokens(4, 40, seed=3)
+    with torch.no_grad():
+        expected = model.model(toks).last_hidden_state  # after the final norm
+        inputs = capture_layer0_inputs(model, adapter, toks, batch_size=2)
+        for layer in adapter.decoder_layers(model):
+            inputs.hidden = layer_outputs(layer, inputs)
+        walked = adapter.final_norm(model)(inputs.hidden)
+    assert max_rel_diff(expected, walked) < 1e-5
+
+
 def test_mixture_of_experts_is_refused_with_the_reason():
     from transformers import MixtralConfig, MixtralForCausalLM
 

@@ -1,4 +1,4 @@
-"""Whole jobs (`compressor.run`) on tiny models of the newer families, added through the store's own API.
+"""Whole jobs (`compressor.run`) on tiny models of every family, added through the store's own API.
 
 The issue's finding was that Qwen3, Gemma 2, Gemma 3 and Phi-3 were refused by the store; here
 each is imported with `ModelStore.add_model`, rotated and GPTQ-quantized by a recipe, exported,
@@ -42,7 +42,7 @@ def family_store(model_store: Path, tmp_path: Path, family: str) -> Path:
     return home
 
 
-@pytest.mark.parametrize("family", ["qwen3", "phi3", "gemma2", "gemma3"])
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3"])
 def test_hadamard_gptq_job_runs_and_its_checkpoint_loads(family, model_store, tmp_path, record_property):
     import compressor
 
