@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from compressor.models.families import Family, family_of, unsupported_reason
+from compressor.models.families import PARTIAL_ROPE_BLOCKED, Family, family_of, partial_rotary_factor, unsupported_reason
 from compressor.spec import AffineQuantConfig, HadamardConfig, OSTQuantConfig, QuantizeConfig, Recipe
 from compressor.transforms.hadamard_orders import is_hadamard_size, unsupported_reason as hadamard_reason
 
@@ -50,6 +50,14 @@ OSTQUANT_GEMMA_BLOCKED = (R1_BLOCKED + "; OSTQuant's learned norm scales assume 
                           "against the wrong logits")
 
 
+def _qk_block(family: Family, config: dict[str, Any]) -> str | None:
+    if family.qk_norm:
+        return QK_BLOCKED
+    if partial_rotary_factor(config) < 1.0:
+        return PARTIAL_ROPE_BLOCKED
+    return None
+
+
 def _dims(config: dict[str, Any]) -> dict[str, int]:
     heads = int(config.get("num_attention_heads") or 1)
     hidden = int(config.get("hidden_size") or 0)
@@ -75,15 +83,16 @@ def _hadamard_widths(d: dict[str, int], r1: bool, r2: bool, down: bool, qk: bool
 def _method_support(family: Family, config: dict[str, Any], d: dict[str, int]) -> dict[str, Support]:
     bad_sizes = _hadamard_widths(d, r1=not family.post_block_norms, r2=True, down=True, qk=False)
     size_reason = "; ".join(f"{what}: {hadamard_reason(n)}" for what, n in bad_sizes) or None
+    qk_block = _qk_block(family, config)
     notes = {
         "hadamard": [f"r1: false ({R1_BLOCKED})"] if family.post_block_norms else [],
         "ostquant": [],
-        "affinequant": [f"qk_matrix: false ({QK_BLOCKED})"] if family.qk_norm else [],
+        "affinequant": [f"qk_matrix: false ({qk_block})"] if qk_block else [],
     }
     if _softcapped(config):
         notes["hadamard"].append(f"online_qk: off and no KV-cache quantization ({SOFTCAP_BLOCKED})")
-    if family.qk_norm:
-        notes["ostquant"].append("the q/k scales are held at 1 (" + QK_BLOCKED + "); R1, R2, R3, R4 and the other scales are learned")
+    if qk_block:
+        notes["ostquant"].append("the q/k scales are held at 1 (" + qk_block + "); R1, R2, R3, R4 and the other scales are learned")
     methods = {m: Support(ok=True) for m in METHODS}
     for m in ("hadamard", "ostquant"):
         if size_reason:
@@ -160,8 +169,8 @@ def check_recipe_against_model(config: dict[str, Any], recipe: Recipe | dict[str
             if isinstance(cfg, OSTQuantConfig) and family.post_block_norms:
                 problems.append(f"{field}: {family.name}: {OSTQUANT_GEMMA_BLOCKED}")
         if isinstance(cfg, AffineQuantConfig):
-            if cfg.qk_matrix and family.qk_norm:
-                problems.append(f"{field}.qk_matrix: {family.name}: {QK_BLOCKED}; set qk_matrix: false")
+            if cfg.qk_matrix and _qk_block(family, config):
+                problems.append(f"{field}.qk_matrix: {family.name}: {_qk_block(family, config)}; set qk_matrix: false")
             if group_sizes_matter:
                 problems += _group_problems(f"{field}.weights", cfg.weights, d)
         if isinstance(cfg, QuantizeConfig):

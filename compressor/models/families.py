@@ -72,3 +72,13 @@ def unsupported_reason(config: dict[str, Any]) -> str | None:
     if act is not None and act not in family.activations + ("relu",):
         return f"{family.activation_field} {act!r}: the {family.name} adapter knows {', '.join(family.activations)} (and relu after ProSparse)"
     return None
+
+
+def partial_rotary_factor(config: dict[str, Any]) -> float:
+    """The fraction of each head RoPE rotates (Phi-4-mini-style Phi3 configs: 0.75); 1.0 when unset."""
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    return float(config.get("partial_rotary_factor") or (rope.get("partial_rotary_factor") if isinstance(rope, dict) else None) or 1.0)
+
+
+PARTIAL_ROPE_BLOCKED = ("RoPE rotates only part of each head (partial_rotary_factor < 1), so the q/k transforms shaped for "
+                        "pairs (i, i + head_dim/2) do not commute with it")

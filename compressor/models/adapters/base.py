@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from compressor.models.adapters.parts import DecoderLayerParts
-from compressor.models.families import Family
+from compressor.models.families import PARTIAL_ROPE_BLOCKED, Family, partial_rotary_factor
 
 
 class UnsupportedArchitectureError(ValueError):
@@ -98,13 +98,19 @@ class DecoderAdapter:
                 "so a residual rotation (R1) does not commute with them; use r1: false"
             )
 
-    def require_query_key_transform(self) -> None:
-        """Raise unless an invertible map between q_proj and k_proj outputs (q/k scales) leaves the layer unchanged."""
+    def query_key_transform_block(self) -> str | None:
+        """Why no invertible map may sit between q_proj and k_proj outputs (q/k scales), or None if one may."""
         if self.family.qk_norm:
-            raise UnsupportedTransformError(
-                f"{self.family.name}: queries and keys pass an RMSNorm per head before RoPE, which a q/k transform "
-                "fused into q_proj/k_proj would change; only rotations after RoPE (R3) pass it"
-            )
+            return (f"{self.family.name}: queries and keys pass an RMSNorm per head before RoPE, which a q/k transform "
+                    "fused into q_proj/k_proj would change; only rotations after RoPE (R3) pass it")
+        if partial_rotary_factor(self.config.to_dict()) < 1.0:
+            return f"{self.family.name}: {PARTIAL_ROPE_BLOCKED}"
+        return None
+
+    def require_query_key_transform(self) -> None:
+        block = self.query_key_transform_block()
+        if block is not None:
+            raise UnsupportedTransformError(block)
 
     # ------------------------------------------------------------------ head and layout
 

@@ -8,7 +8,8 @@ scales  log-parametrized, so they stay positive:
   ud    intermediate: up_proj rows / down_proj columns (exact: the FFN is silu(gate) ⊙ up)
   qk    kv_heads × head_dim/2: k rows ×s, q rows ÷s, one value per rotary pair (i, i + d/2),
         the form that commutes with RoPE, so the model stays exactly equivalent. Not learned
-        where queries and keys are RMS-normalised per head (Qwen3, Gemma 3): the norm would undo it.
+        where queries and keys are RMS-normalised per head (Qwen3, Gemma 3): the norm would undo it;
+        nor where RoPE rotates only part of each head (the pairs differ).
 Families with norms on the block outputs (Gemma) admit no r1; their (1 + w) norms take no scales here.
 Rotations are float64 so the Cayley steps keep them orthogonal to ~1e-14.
 """
@@ -69,7 +70,7 @@ class OSTParameters(nn.Module):
             self.log_ffn = zeros(n_layers, hidden)
             self.log_ov = zeros(n_layers, kv * d)
             self.log_ud = zeros(n_layers, adapter.intermediate_size)
-            self.learn_qk = not adapter.family.qk_norm
+            self.learn_qk = adapter.query_key_transform_block() is None  # q/k norms (Qwen3, Gemma 3), partial RoPE
             if self.learn_qk:
                 self.log_qk = zeros(n_layers, kv, d // 2)
             else:

@@ -388,3 +388,20 @@ def test_phi3_split_quantization_equals_quantizing_the_fused_linear(method, reco
         else:  # same Hessian up to float summation order (batches of 8 vs one), which may flip a rare rounding
             assert (ours.codes == direct.codes).float().mean().item() > 0.99, name
         torch.testing.assert_close(ours.scale, direct.scale)
+
+
+def test_partial_rotary_phi3_holds_qk_scales_and_refuses_the_qk_matrix(record_property):
+    """Phi-4-mini-style Phi3 configs rotate 3/4 of each head: pairs (i, i + d/2) are not RoPE's pairs there."""
+    tag(record_property, "phi3", "ostquant")
+    model, adapter = build("phi3", rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5})
+    toks = tokens()
+    before = logits(model, toks)
+    fold_norms_into_linears(model, adapter)
+    params = perturbed_ost_parameters(model, adapter, OSTQuantConfig())
+    assert all(p is not params.log_qk for p in params.scales())
+    fuse_ost_transforms(model, adapter, params, down_hadamard_seed=None)
+    assert max_rel_diff(before, logits(model, toks)) < 1e-4
+    with pytest.raises(UnsupportedTransformError, match="partial_rotary_factor"):
+        adapter.require_query_key_transform()
+    problems = check_recipe_against_model(config_json(model), {"stages": [{"affinequant": {}}]})
+    assert [p.split(":")[0] for p in problems] == ["recipe.stages[0].affinequant.qk_matrix"]
