@@ -160,6 +160,7 @@ def run(
 
     stage_reports = run_stages(ctx, meter)
 
+    adapter.restore_checkpoint_layout(model)  # e.g. Phi-3's split projections fused back, as its checkpoint stores them
     artifacts: list[Path] = []
     checkpoint_bytes = None
     if recipe.export.format == "compressed-tensors":

@@ -72,7 +72,10 @@ def _restore_meta_buffers(model: nn.Module) -> None:
     """Non-persistent buffers (RoPE inverse frequencies) are computed at construction: rebuild them off meta."""
     for name, module in list(model.named_modules()):
         if any(b is not None and b.is_meta for b in module.buffers(recurse=False)):
-            if not hasattr(module, "inv_freq"):
+            if hasattr(module, "scalar_embed_scale"):  # Gemma's embeddings scaled by sqrt(hidden): a non-persistent scalar
+                module.embed_scale = torch.tensor(module.scalar_embed_scale)
+                continue
+            if not any(n.endswith("inv_freq") for n, _ in module.named_buffers(recurse=False)):  # Gemma 3: <layer type>_inv_freq
                 raise RuntimeError(f"{name}: buffers left on the meta device")
             parent_name, _, attr = name.rpartition(".")
             setattr(model.get_submodule(parent_name) if parent_name else model, attr, type(module)(config=model.config))

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from compressor.export.format import RuntimeRequirement
+from compressor.models.families import LLAMA, Family, family_of
 
 CONFIG_FIELD = "fatrelu_threshold"
 RELU_ACT = "relu"
@@ -38,25 +39,47 @@ class FATReLU(nn.Module):
         return f"threshold={self.threshold}"
 
 
+def _family(model: nn.Module) -> Family:
+    family = family_of(type(model).__name__)
+    return family if family is not None else LLAMA  # a Llama-layout model the store does not name
+
+
 def gated_mlps(model: nn.Module) -> list[nn.Module]:
-    """The FFN modules of every decoder layer (Llama family: `model.layers[i].mlp` with `act_fn`)."""
+    """The FFN modules of every decoder layer (`model.layers[i].mlp`; the activation attribute is the family's)."""
     return [layer.mlp for layer in model.model.layers]
 
 
+def _activation_fields(model: nn.Module) -> tuple[str, ...]:
+    """Config fields that name the FFN activation: the family's own, and `hidden_act` where the config has it."""
+    return tuple(dict.fromkeys(f for f in (_family(model).activation_field, "hidden_act") if hasattr(model.config, f)))
+
+
+def _config_activation(model: nn.Module) -> str | None:
+    return getattr(model.config, _family(model).activation_field, None)
+
+
 def set_gate_activation(model: nn.Module, threshold: float) -> None:
-    """Make every layer's gate activation FATReLU(threshold) and record it in the model config (exported as is)."""
+    """Make every layer's gate activation FATReLU(threshold) and record it in the model config (exported as is).
+
+    The gate is the first half of the FFN in every family here (Gemma's gelu-tanh, Phi-3's
+    `activation_fn` on the gate half of `gate_up_proj`), so the swap is the same everywhere.
+    """
+    attr = _family(model).mlp_activation_attr
     for mlp in gated_mlps(model):
-        mlp.act_fn = FATReLU(threshold)
-    model.config.hidden_act = RELU_ACT
+        setattr(mlp, attr, FATReLU(threshold))
+    for field in _activation_fields(model) or ("hidden_act",):
+        setattr(model.config, field, RELU_ACT)
     setattr(model.config, CONFIG_FIELD, float(threshold))
 
 
 def gate_threshold(model: nn.Module) -> float | None:
     """The FATReLU threshold the model runs with, or None if its gate is not (FAT)ReLU."""
-    acts = {type(m.act_fn) for m in gated_mlps(model)}
-    if acts == {FATReLU}:
-        return gated_mlps(model)[0].act_fn.threshold
-    if acts == {nn.ReLU}:
+    attr = _family(model).mlp_activation_attr
+    acts = [getattr(m, attr) for m in gated_mlps(model)]
+    kinds = {type(a) for a in acts}
+    if kinds == {FATReLU}:
+        return acts[0].threshold
+    if kinds == {nn.ReLU}:
         return 0.0
     return None
 
@@ -64,17 +87,18 @@ def gate_threshold(model: nn.Module) -> float | None:
 def apply_activation_from_config(model: nn.Module) -> float | None:
     """Loader side: install FATReLU(t) when the config carries `fatrelu_threshold`; returns t (None: untouched)."""
     threshold = getattr(model.config, CONFIG_FIELD, None)
-    if threshold is None or getattr(model.config, "hidden_act", None) != RELU_ACT:
+    if threshold is None or _config_activation(model) != RELU_ACT:
         return None
+    attr = _family(model).mlp_activation_attr
     for mlp in gated_mlps(model):
-        mlp.act_fn = FATReLU(float(threshold))
+        setattr(mlp, attr, FATReLU(float(threshold)))
     return float(threshold)
 
 
 def export_notes(model: nn.Module) -> tuple[list[str], list[str]]:
     """(not-servable reasons, runtime requirement codes) that a (FAT)ReLU gate adds to an export manifest."""
     threshold = getattr(model.config, CONFIG_FIELD, None)
-    if getattr(model.config, "hidden_act", None) != RELU_ACT or threshold is None:
+    if _config_activation(model) != RELU_ACT or threshold is None:
         return [], []
     reason = (f"ReLU-gated FFN with FATReLU threshold {threshold} (config field {CONFIG_FIELD}): compressor.load runs it; "
               "stock transformers runs plain ReLU (threshold ignored); vLLM's Llama supports only SiLU")

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from compressor.models.adapter import adapter_for
+
 ATTENTION = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
 FFN = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 NORMS = ("input_layernorm", "post_attention_layernorm")
@@ -38,6 +40,7 @@ def draw_frozen_half(num_layers: int, seed: int, round_index: int) -> FrozenHalf
 
 def apply_frozen_half(model: nn.Module, draw: FrozenHalf) -> list[str]:
     """Make every parameter trainable except those of the drawn modules; returns the frozen parameter names."""
+    adapter_for(model).all_layer_parts(model)  # Phi-3: split qkv_proj / gate_up_proj, so each role can be frozen alone
     for p in model.parameters():
         p.requires_grad_(True)
     frozen = []

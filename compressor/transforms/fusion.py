@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compressor.models.adapter import LlamaFamilyAdapter
+from compressor.models.adapter import DecoderAdapter
 from compressor.export.format import RuntimeRequirement
 from compressor.quant.compressed_linear import plain_linear, wrap_linear
 
@@ -40,27 +40,32 @@ def rotate_output_side(linear: nn.Module, q: torch.Tensor) -> None:
         _set(lin.bias, lin.bias.data.double() @ q.double())
 
 
-def fold_norms_into_linears(model: nn.Module, adapter: LlamaFamilyAdapter) -> None:
+def fold_norms_into_linears(model: nn.Module, adapter: DecoderAdapter) -> None:
     """Move every RMSNorm weight γ into the linears it feeds (W ← W diag γ) and set γ = 1.
 
     Needed before rotating the residual stream: RMSNorm commutes with an orthogonal Q
-    only when its weight is all ones.
+    only when its weight is all ones. The gain is the adapter's (Gemma: 1 + w, left at w = 0).
+    Norms on block outputs (Gemma) and per-head q/k norms stay: no linear reads them directly.
     """
     for parts in adapter.all_layer_parts(model):
         for norm, linears in (
             (parts.input_norm, (parts.q_proj, parts.k_proj, parts.v_proj)),
             (parts.post_attention_norm, (parts.gate_proj, parts.up_proj)),
         ):
-            for lin in linears:
-                scale_input_columns(lin, norm.weight.data)
-            norm.weight.data.fill_(1.0)
-    final = adapter.final_norm(model)
-    scale_input_columns(adapter.lm_head(model), final.weight.data)
-    final.weight.data.fill_(1.0)
+            _fold_norm(adapter, norm, linears)
+    _fold_norm(adapter, adapter.final_norm(model), (adapter.lm_head(model),))
 
 
-def rotate_residual_stream(model: nn.Module, adapter: LlamaFamilyAdapter, q: torch.Tensor) -> None:
+def _fold_norm(adapter: DecoderAdapter, norm: nn.Module, linears) -> None:
+    gain = adapter.norm_gain(norm)
+    for lin in linears:
+        scale_input_columns(lin, gain)
+    adapter.set_norm_gain(norm, torch.ones_like(gain))
+
+
+def rotate_residual_stream(model: nn.Module, adapter: DecoderAdapter, q: torch.Tensor) -> None:
     """Fuse a global orthogonal Q (hidden × hidden) into embeddings and every residual reader/writer."""
+    adapter.require_residual_rotation()
     emb = adapter.embeddings(model)
     _set(emb.weight, emb.weight.data.double() @ q.double())
     for parts in adapter.all_layer_parts(model):
@@ -71,7 +76,7 @@ def rotate_residual_stream(model: nn.Module, adapter: LlamaFamilyAdapter, q: tor
     rotate_input_side(adapter.lm_head(model), q)
 
 
-def rotate_value_heads(parts, adapter: LlamaFamilyAdapter, rotations: list[torch.Tensor]) -> None:
+def rotate_value_heads(parts, adapter: DecoderAdapter, rotations: list[torch.Tensor]) -> None:
     """Rotate each KV head's values by its own orthogonal matrix (head_dim square), fused into v_proj and o_proj.
 
     `rotations[j]` acts on KV head j; every query head of its group sees the same rotation on
@@ -139,7 +144,7 @@ def _bias64(linear: nn.Module) -> torch.Tensor | None:
     return None if bias is None else bias.data.double()
 
 
-def fuse_value_head_transforms(parts, adapter: LlamaFamilyAdapter, a: torch.Tensor) -> None:
+def fuse_value_head_transforms(parts, adapter: DecoderAdapter, a: torch.Tensor) -> None:
     """v → o: every head of KV group j hands o_proj x A_j⁻¹ (W_v rows ← A_j⁻ᵀ W_v, b_v ← b_v A_j⁻¹), o_proj gets W_o A_jᵀ.
 
     `a` is [num_kv_heads, head_dim, head_dim]. Grouped-query attention: the value head j is
@@ -155,12 +160,13 @@ def fuse_value_head_transforms(parts, adapter: LlamaFamilyAdapter, a: torch.Tens
     _set_linear(parts.o_proj, wo, None)
 
 
-def fuse_query_key_transforms(parts, adapter: LlamaFamilyAdapter, a: torch.Tensor) -> None:
+def fuse_query_key_transforms(parts, adapter: DecoderAdapter, a: torch.Tensor) -> None:
     """q ↔ k: per KV group j, queries become q A_j⁻¹ and keys k A_jᵀ, so every q kᵀ is unchanged.
 
     Exact for the model only when each A_j commutes with RoPE's rotations (they act between the
     projections and the product); `a` is [num_kv_heads, head_dim, head_dim]. Formed in float64.
     """
+    adapter.require_query_key_transform()
     a = a.double()
     inv = torch.linalg.inv(a)
     groups = adapter.num_heads // adapter.num_kv_heads
@@ -170,10 +176,13 @@ def fuse_query_key_transforms(parts, adapter: LlamaFamilyAdapter, a: torch.Tenso
     _set_linear(parts.k_proj, wk, bk)
 
 
-def fold_smoothing_into_norm(norm: nn.Module, linears: list[nn.Module], s: torch.Tensor) -> None:
-    """Diagonal transform after an RMSNorm (SmoothQuant form): γ ← γ / s and W ← W diag(s) for every reader."""
+def fold_smoothing_into_norm(norm: nn.Module, linears: list[nn.Module], s: torch.Tensor, offset: float = 0.0) -> None:
+    """Diagonal transform after an RMSNorm (SmoothQuant form): γ ← γ / s and W ← W diag(s) for every reader.
+
+    `offset` is the norm's gain offset (Gemma's norm multiplies by 1 + w, so w ← (1 + w) / s − 1).
+    """
     s = s.double()
-    _set(norm.weight, norm.weight.data.double() / s)
+    _set(norm.weight, (norm.weight.data.double() + offset) / s - offset)
     for lin in linears:
         scale_input_columns(lin, s)
 

@@ -19,6 +19,11 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from compressor.transforms.hadamard_orders import base_kind as _paley_kind
+from compressor.transforms.hadamard_orders import decompose as _decompose
+from compressor.transforms.hadamard_orders import is_hadamard_size
+from compressor.transforms.hadamard_orders import unsupported_reason as _supported_message
+
 __all__ = [
     "apply_hadamard",
     "block_diagonal_hadamard",
@@ -26,39 +31,6 @@ __all__ = [
     "is_hadamard_size",
     "random_hadamard_matrix",
 ]
-
-
-def _is_prime(q: int) -> bool:
-    if q < 2:
-        return False
-    if q % 2 == 0:
-        return q == 2
-    return all(q % d for d in range(3, math.isqrt(q) + 1, 2))
-
-
-def _paley_kind(m: int) -> str | None:
-    """Which base construction yields order m (None if none of ours does)."""
-    if m in (1, 2):
-        return "sylvester"
-    if m % 4:
-        return None  # Hadamard orders > 2 are multiples of 4
-    if _is_prime(m - 1) and (m - 1) % 4 == 3:
-        return "paley1"
-    if _is_prime(m // 2 - 1) and (m // 2 - 1) % 4 == 1:
-        return "paley2"
-    return None
-
-
-def _decompose(n: int) -> tuple[int, int] | None:
-    """(m, k) with n = m·2^k, a base order m and the largest possible k; None if unsupported."""
-    if n < 1:
-        return None
-    k = (n & -n).bit_length() - 1  # 2-adic valuation of n
-    for kk in range(k, -1, -1):
-        m = n >> kk
-        if _paley_kind(m) is not None:
-            return m, kk
-    return None
 
 
 def _jacobsthal(q: int) -> np.ndarray:
@@ -109,15 +81,6 @@ def _base_matrix(m: int) -> torch.Tensor:
     return torch.from_numpy(_paley2(m // 2 - 1))
 
 
-def _supported_message(n: int) -> str:
-    bases = [m for m in range(1, 201) if _paley_kind(m) is not None]
-    return (
-        f"Hadamard matrix of order {n} is unsupported: supported orders are m·2^k with m = 1, 2, "
-        "a Paley I order (q+1, prime q ≡ 3 mod 4) or a Paley II order (2(q+1), prime q ≡ 1 mod 4); "
-        f"m up to 200: {bases}"
-    )
-
-
 @functools.lru_cache(maxsize=8)
 def _hadamard_int8(n: int) -> torch.Tensor:
     # Cached as int8 so an 11008×11008 matrix costs 121 MB rather than ~1 GB in float64.
@@ -126,11 +89,6 @@ def _hadamard_int8(n: int) -> torch.Tensor:
         raise ValueError(_supported_message(n))
     m, k = dec
     return torch.kron(_base_matrix(m), _sylvester(1 << k))
-
-
-def is_hadamard_size(n: int) -> bool:
-    """Whether `hadamard_matrix(n)` can build an order-n matrix."""
-    return _decompose(int(n)) is not None
 
 
 def hadamard_matrix(n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:

@@ -11,7 +11,7 @@ from typing import Literal
 
 from torch import nn
 
-from compressor.models.adapter import LlamaFamilyAdapter
+from compressor.models.adapter import DecoderAdapter
 from compressor.quant.attention import set_qk_rotation, use_compressed_attention
 from compressor.quant.compressed_linear import wrap_linear
 from compressor.spec import KVCacheQuantConfig
@@ -40,7 +40,7 @@ def down_proj_seed(seed: int, enabled: bool) -> int | None:
 
 
 def attach_online_rotations(
-    model: nn.Module, adapter: LlamaFamilyAdapter, seed: int, down_proj: bool, qk: bool, fuse_down_proj: bool
+    model: nn.Module, adapter: DecoderAdapter, seed: int, down_proj: bool, qk: bool, fuse_down_proj: bool
 ) -> int | None:
     """Install R4 on every down_proj input and, if `qk`, R3 on Q/K after RoPE; returns R4's seed.
 

@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from compressor.context import CompressionContext
-from compressor.models.adapter import LlamaFamilyAdapter
+from compressor.models.adapter import DecoderAdapter
 from compressor.registry import register_stage
 from compressor.spec import HadamardConfig
 from compressor.transforms.fusion import fold_norms_into_linears, rotate_residual_stream, rotate_value_heads
@@ -22,7 +22,7 @@ from compressor.transforms.hadamard import random_hadamard_matrix
 from compressor.transforms.online_rotations import VALUE_HEAD_SEED_OFFSET, attach_online_rotations, resolve_online_qk
 
 
-def apply_hadamard_rotations(model: nn.Module, adapter: LlamaFamilyAdapter, cfg: HadamardConfig, qk_rotation: bool) -> None:
+def apply_hadamard_rotations(model: nn.Module, adapter: DecoderAdapter, cfg: HadamardConfig, qk_rotation: bool) -> None:
     fold_norms_into_linears(model, adapter)
     if cfg.r1:
         rotate_residual_stream(model, adapter, random_hadamard_matrix(adapter.hidden_size, seed=cfg.seed))

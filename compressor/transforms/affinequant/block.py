@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from compressor.models.adapter import DecoderLayerParts, LlamaFamilyAdapter
+from compressor.models.adapter import DecoderAdapter, DecoderLayerParts
 from compressor.quant.compressed_linear import plain_linear
 from compressor.transforms.affinequant.clipping import LearnableClipping
 from compressor.transforms.affinequant.matrices import LayerTransforms, StepMatrices
@@ -58,7 +58,7 @@ class TransformedBlock:
     """A decoder layer (linears already wrapped in FakeQuantLinear) with learnable transforms and clipping."""
 
     def __init__(
-        self, parts: DecoderLayerParts, adapter: LlamaFamilyAdapter, transforms: LayerTransforms,
+        self, parts: DecoderLayerParts, adapter: DecoderAdapter, transforms: LayerTransforms,
         clips: dict[str, LearnableClipping] | None,
     ):
         self.parts, self.transforms, self.clips = parts, transforms, clips

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import torch
 
-from compressor.models.adapter import DecoderLayerParts, LlamaFamilyAdapter
+from compressor.models.adapter import DecoderAdapter, DecoderLayerParts
 from compressor.quant.compressed_linear import plain_linear
 from compressor.spec import AffineQuantConfig
 from compressor.transforms.affinequant.matrices import (
@@ -54,7 +54,7 @@ def _column_max(*linears) -> torch.Tensor:
     return torch.stack([plain_linear(lin).weight.detach().abs().amax(dim=0).float() for lin in linears]).amax(dim=0)
 
 
-def initial_transforms(parts: DecoderLayerParts, adapter: LlamaFamilyAdapter, maxima: ActivationMaxima, cfg: AffineQuantConfig) -> LayerTransforms:
+def initial_transforms(parts: DecoderLayerParts, adapter: DecoderAdapter, maxima: ActivationMaxima, cfg: AffineQuantConfig) -> LayerTransforms:
     """The layer's transforms at their SmoothQuant starting point (`cfg` decides which exist and their form)."""
     gradual = cfg.mask == "gradual"
     dense_ln = cfg.ln_matrix == "dense" and gradual  # held at the diagonal, a dense LN matrix is a plain scale
@@ -70,5 +70,6 @@ def initial_transforms(parts: DecoderLayerParts, adapter: LlamaFamilyAdapter, ma
     weight = _column_max(parts.o_proj).view(kv, groups, d).amax(dim=1)
     transforms["vo"] = MaskedMatrix(smoothquant_scale(act, weight, cfg.alpha), epochs, sf, gradual)
     if cfg.qk_matrix:
+        adapter.require_query_key_transform()  # Qwen3 / Gemma 3: the per-head q/k norms block it
         transforms["qk"] = RopePairMatrix(kv, d, epochs, sf, gradual)
     return LayerTransforms(transforms)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from compressor.models.adapter import DecoderLayerParts, LlamaFamilyAdapter
+from compressor.models.adapter import DecoderAdapter, DecoderLayerParts
 from compressor.quant.compressed_linear import install_quantized_weight, wrap_linear
 from compressor.spec import ActivationQuantConfig
 from compressor.transforms.affinequant.clipping import LearnableClipping
@@ -27,7 +27,7 @@ DENSE_NORM_REASON = "AffineQuant dense matrix applied after an RMSNorm at run ti
 
 
 @torch.no_grad()
-def merge_layer_transforms(parts: DecoderLayerParts, adapter: LlamaFamilyAdapter, matrices: dict[str, torch.Tensor]) -> None:
+def merge_layer_transforms(parts: DecoderLayerParts, adapter: DecoderAdapter, matrices: dict[str, torch.Tensor]) -> None:
     """Fuse `matrices` (effective, float64; see `LayerTransforms.final`) into the layer's weights."""
     for key, norm, readers in (
         ("ln_attn", parts.input_norm, [parts.q_proj, parts.k_proj, parts.v_proj]),
@@ -37,7 +37,7 @@ def merge_layer_transforms(parts: DecoderLayerParts, adapter: LlamaFamilyAdapter
         if a is None:
             continue
         if a.dim() == 1:
-            fold_smoothing_into_norm(norm, readers, a)
+            fold_smoothing_into_norm(norm, readers, a, adapter.norm_offset)
         else:
             fuse_input_transform(readers, a)
             attach_runtime_output_matrix(norm, torch.linalg.inv(a), DENSE_NORM_REASON)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compressor.checkpoints import CheckpointStore, Unit
-from compressor.models.adapter import LlamaFamilyAdapter
+from compressor.models.adapter import DecoderAdapter
 from compressor.progress import Progress
 from compressor.quant.calibration import (
     LayerInputs,
@@ -68,7 +68,7 @@ class LayerRecord:
 class LogitLens(nn.Module):
     """The model's final norm and lm_head, read from any layer's output (frozen)."""
 
-    def __init__(self, model: nn.Module, adapter: LlamaFamilyAdapter):
+    def __init__(self, model: nn.Module, adapter: DecoderAdapter):
         super().__init__()
         self.norm, self.head = adapter.final_norm(model), adapter.lm_head(model)
 
@@ -104,7 +104,7 @@ def train_block(
     with block.norm_hooks(), torch.enable_grad():
         for epoch in range(cfg.epochs):
             losses, min_margin, lost = [], math.inf, False
-            for rows, kwargs in inputs.batches():
+            for rows, kwargs in inputs.batches(block.parts.layer):
                 for check in block.transforms.check(epoch, cfg.min_dominance).values():  # before any inverse
                     min_margin = min(min_margin, check.min_margin)
                     record.rows_repaired += check.rows_repaired
@@ -140,10 +140,10 @@ def _rounded(value: Any) -> Any:
 
 
 def _with_hidden(inputs: LayerInputs, hidden: torch.Tensor) -> LayerInputs:
-    return LayerInputs(hidden=hidden, kwargs=inputs.kwargs, batch_size=inputs.batch_size)
+    return LayerInputs(hidden=hidden, kwargs=inputs.kwargs, batch_size=inputs.batch_size, per_layer=inputs.per_layer)
 
 
-def _replay_layer(parts: Any, adapter: LlamaFamilyAdapter, unit: Unit, cfg: AffineQuantConfig,
+def _replay_layer(parts: Any, adapter: DecoderAdapter, unit: Unit, cfg: AffineQuantConfig,
                   generator: torch.Generator) -> tuple[LayerRecord, list[dict[str, Any]]]:
     """Merge and quantize a layer a previous attempt trained, from its final matrices and clipping factors (same bits)."""
     matrices = {k.removeprefix("matrix."): v for k, v in unit.tensors.items() if k.startswith("matrix.")}
@@ -166,7 +166,7 @@ def _layer_unit(matrices: dict[str, torch.Tensor], clips: dict[str, LearnableCli
 
 
 def affinequant_quantize(
-    model: nn.Module, adapter: LlamaFamilyAdapter, tokens: torch.Tensor, cfg: AffineQuantConfig, progress: Progress | None = None,
+    model: nn.Module, adapter: DecoderAdapter, tokens: torch.Tensor, cfg: AffineQuantConfig, progress: Progress | None = None,
     checkpoints: CheckpointStore | None = None, layer_key: Callable[[int], str] = lambda i: f"affinequant:layer:{i:05d}",
 ) -> dict[str, Any]:
     """Run AffineQuant on `model` in place with calibration `tokens` [samples, seqlen]; returns the per-layer log.

@@ -7,7 +7,10 @@ scales  log-parametrized, so they stay positive:
   ov    kv_heads·head_dim: v_proj rows / o_proj columns
   ud    intermediate: up_proj rows / down_proj columns (exact: the FFN is silu(gate) ⊙ up)
   qk    kv_heads × head_dim/2: k rows ×s, q rows ÷s, one value per rotary pair (i, i + d/2),
-        the form that commutes with RoPE, so the model stays exactly equivalent.
+        the form that commutes with RoPE, so the model stays exactly equivalent. Not learned
+        where queries and keys are RMS-normalised per head (Qwen3, Gemma 3): the norm would undo it;
+        nor where RoPE rotates only part of each head (the pairs differ).
+Families with norms on the block outputs (Gemma) admit no r1; their (1 + w) norms take no scales here.
 Rotations are float64 so the Cayley steps keep them orthogonal to ~1e-14.
 """
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compressor.models.adapter import LlamaFamilyAdapter
+from compressor.models.adapter import DecoderAdapter, UnsupportedTransformError
 from compressor.quant.compressed_linear import plain_linear
 from compressor.spec import OSTQuantConfig
 from compressor.transforms.hadamard import random_hadamard_matrix
@@ -31,10 +34,16 @@ def klt_rotation(rows: torch.Tensor) -> torch.Tensor:
 
 
 class OSTParameters(nn.Module):
-    def __init__(self, model: nn.Module, adapter: LlamaFamilyAdapter, cfg: OSTQuantConfig):
+    def __init__(self, model: nn.Module, adapter: DecoderAdapter, cfg: OSTQuantConfig):
         super().__init__()
         n_layers, hidden, d, kv = adapter.num_layers, adapter.hidden_size, adapter.head_dim, adapter.num_kv_heads
         self.adapter = adapter
+        if "r1" in cfg.rotations:
+            adapter.require_residual_rotation()
+        if cfg.scales and adapter.norm_offset:
+            raise UnsupportedTransformError(
+                f"{adapter.family.name}: OSTQuant's norm scales assume a norm that multiplies by w, not (1 + w); use scales: false"
+            )
         self.r1 = None
         self.r2 = None
         if "r1" in cfg.rotations:
@@ -61,13 +70,19 @@ class OSTParameters(nn.Module):
             self.log_ffn = zeros(n_layers, hidden)
             self.log_ov = zeros(n_layers, kv * d)
             self.log_ud = zeros(n_layers, adapter.intermediate_size)
-            self.log_qk = zeros(n_layers, kv, d // 2)
+            self.learn_qk = adapter.query_key_transform_block() is None  # q/k norms (Qwen3, Gemma 3), partial RoPE
+            if self.learn_qk:
+                self.log_qk = zeros(n_layers, kv, d // 2)
+            else:
+                self.register_buffer("log_qk", torch.zeros(n_layers, kv, d // 2))  # held at 1: the q/k norms block it
 
     def rotations(self) -> list[nn.Parameter]:
         return [p for p in (self.r1, self.r2) if p is not None]
 
     def scales(self) -> list[nn.Parameter]:
-        return [self.log_attn, self.log_ffn, self.log_ov, self.log_ud, self.log_qk] if self.has_scales else []
+        if not self.has_scales:
+            return []
+        return [self.log_attn, self.log_ffn, self.log_ov, self.log_ud] + ([self.log_qk] if self.learn_qk else [])
 
     def layer_scales(self, layer: int, dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
         """Positive scales of one layer, expanded to the rows/columns they multiply."""
