@@ -33,6 +33,7 @@ from compressor.export.compressed_tensors_format import (
 )
 from compressor.export.format import library_versions
 from compressor.models.adapter import adapter_for
+from compressor.models.compatibility import check_recipe_against_model
 from compressor.machine import machine_info
 from compressor.models.store import ModelStore
 from compressor.paths import compressor_home
@@ -130,6 +131,9 @@ def run(
     home = home or compressor_home()
     store = ModelStore(home)
     model_dir = store.resolve(spec.model)  # unknown model: fail before anything else
+    problems = check_recipe_against_model(store.config(spec.model), recipe)  # the family and widths, before any weight loads
+    if problems:
+        raise ValueError(f"the recipe cannot run on {spec.model}:\n  " + "\n  ".join(problems))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prog = Progress(progress, should_cancel)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 
-from api.catalog import check_model
+from api.catalog import check_model, check_recipe_fits_model
 from api.deps import (
     DatabaseDep, ExecutorDep, JobVersion, OwnedJobDep, OwnedJobVersionDep, OwnerDep, SettingsDep, read_quickly,
 )
@@ -39,6 +39,7 @@ def create_job(
     """Queue a compression job. A retry with the same `Idempotency-Key` returns the same job."""
     spec = body.job_spec()
     check_model(spec.model, settings)
+    check_recipe_fits_model(spec, settings)  # refused now, not hours into calibration
     spec_json = spec.model_dump(mode="json")
     request_hash = hashlib.sha256(json.dumps(spec_json, sort_keys=True).encode()).hexdigest()
     if idempotency_key is not None:

@@ -128,3 +128,27 @@ def test_etag_and_if_none_match_on_job_reads(api: Api) -> None:
     report = api.client.get(f"/v1/jobs/{done}/report", headers=api.alice)
     cached = api.client.get(f"/v1/jobs/{done}/report", headers={**api.alice, "If-None-Match": report.headers["ETag"]})
     assert cached.status_code == 304
+
+
+def test_a_recipe_the_models_family_cannot_run_is_422_at_submit(api: Api) -> None:
+    """Gemma 2's norms after each block make R1 unfusable: refused when submitted, with the field, before any worker runs."""
+    import json
+
+    from tests.service_setup import fake_store_entry
+
+    fake_store_entry(api.settings.home, "gemma-2-like")
+    config = {"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", "hidden_size": 2304, "intermediate_size": 9216,
+              "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
+              "hidden_activation": "gelu_pytorch_tanh", "vocab_size": 256000, "attn_logit_softcapping": 50.0}
+    (api.settings.home / "models" / "gemma-2-like" / "config.json").write_text(json.dumps(config))
+    response = api.submit({"model": "gemma-2-like", "recipe": "w4a4kv4-hadamard-gptq"})
+    assert response.status_code == 422
+    messages = [e["msg"] for e in _errors(response)]
+    assert any(m.startswith("gemma-2-like: recipe.stages[0].hadamard.r1: gemma2:") for m in messages), messages
+    assert all(e["loc"] == ["body", "recipe"] for e in _errors(response))
+    from sqlalchemy import func, select
+
+    from service.db.models import Job
+
+    with api.db.transaction() as s:
+        assert s.execute(select(func.count()).select_from(Job)).scalar_one() == 0  # nothing stored

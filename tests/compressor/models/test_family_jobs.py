@@ -73,3 +73,11 @@ def test_hadamard_gptq_job_runs_and_its_checkpoint_loads(family, model_store, tm
             return  # compressor.load has no QuantLinear path for biased linears yet (q/k/v biases): plain transformers only
         ours = compressor.load(checkpoint, dtype=torch.float32)(toks).logits
     assert ((ours - plain).abs().max() / plain.abs().max()).item() < 1e-3
+
+
+def test_a_recipe_the_family_cannot_run_fails_before_any_weight_loads(model_store, tmp_path):
+    home = family_store(model_store, tmp_path, "gemma2")
+    (home / "models" / "tiny-gemma2" / "model.safetensors").unlink()  # loading would fail: the check must come first
+    recipe = {"stages": [{"hadamard": {"r1": True}}, {"quantize": {"weights": W4G16}}], **SMALL}
+    with pytest.raises(ValueError, match=r"cannot run on tiny-gemma2:\n  recipe\.stages\[0\]\.hadamard\.r1: gemma2"):
+        run(JobSpec.model_validate({"model": "tiny-gemma2", "recipe": recipe}), tmp_path / "out", home=home)
