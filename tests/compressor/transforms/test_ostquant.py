@@ -98,7 +98,10 @@ def tiny_context(model, stages: list, calibration: torch.Tensor) -> CompressionC
     return ctx
 
 
-def test_training_w4a4_lowers_kl_and_keeps_rotations_orthogonal():
+def test_training_low_bit_activations_lowers_kl_and_keeps_rotations_orthogonal():
+    """3-bit activations and KV: at 4 bits this tiny model's KL is ~1e-4, the noise level of KL-Top (which can
+    go below 0), and whether 40 steps lower it depended on the CPU's float kernels; at 3 bits the quantization
+    error dominates and training cut the loss 2-4x on AVX2 and AVX-512 kernels, at 1 and 2 threads."""
     model = tiny_llama(num_hidden_layers=2, vocab_size=256)
     adapter = adapter_for(model)
     adapter.untie_embeddings(model)
@@ -109,14 +112,14 @@ def test_training_w4a4_lowers_kl_and_keeps_rotations_orthogonal():
     g = torch.Generator().manual_seed(0)
     cal = torch.randint(0, 256, (8, 32), generator=g)
     stages = [{"ostquant": {"steps": 40, "batch_size": 8, "k": 64, "qsur_samples": 2, "rotation_lr": 0.2, "scale_lr": 0.02}},
-              {"quantize": {"weights": None, "activations": {"bits": 4}, "kv_cache": {"bits": 4}}}]
+              {"quantize": {"weights": None, "activations": {"bits": 3}, "kv_cache": {"bits": 3}}}]
     ctx = tiny_context(model, stages, cal)
     events = []
     ctx.progress = Progress(events.append)
     details = run_ostquant(ctx, ctx.recipe.stage_configs()[0])
     losses = ctx.report_sections["training"]["ostquant_loss"]
     assert len(losses) == 40 and all(map(torch.isfinite, map(torch.tensor, losses)))
-    assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
     assert details["orthogonality_error"] < 1e-5
     factors = [e.data["lr_factor"] for e in events if e.kind == "step"]
     assert len(factors) == 40 and factors[0] == 1.0 and abs(factors[-1] - 1 / 40) < 1e-12  # linear decay to 0
