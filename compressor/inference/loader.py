@@ -36,7 +36,8 @@ from compressor.export.format import (
     verify_files,
 )
 from compressor.export.online_rotations import read_online_rotations
-from compressor.inference.build import build_quantized_linear, linear_schemes, quantized_state
+from compressor.export.transform_config import read_online_transforms, transform_weight_keys
+from compressor.inference.build import build_float_linear, build_quantized_linear, linear_schemes, quantized_state
 from compressor.inference.fused_projections import fuse_projections
 from compressor.inference.modules import InputRotation
 from compressor.inference.quantized_embedding import HeadTiedEmbedding, head_matches_table
@@ -118,20 +119,29 @@ def load(
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     info = ArtifactInfo(path=folder, manifest=manifest, format=qcfg.get("format") if qcfg else None)
-    rotations = read_online_rotations(folder, manifest.get("online_transforms", []))
+    rotations = read_online_rotations(folder, manifest.get("online_transforms", []))  # artifacts written before transform_config
+    transform_cfg = (qcfg or {}).get("transform_config")
+    transform_keys = transform_weight_keys(transform_cfg)
 
     with safe_open(str(folder / WEIGHTS_FILE), framework="pt") as tensors:
+        try:
+            rotations.update(read_online_transforms(transform_cfg, tensors))
+        except ValueError as e:
+            raise UnsupportedArtifactError(str(e)) from e
         schemes = linear_schemes(model, qcfg) if qcfg else {}
         dense = {key: tensors.get_tensor(key).to(dtype) for key in tensors.keys()
-                 if key.rpartition(".")[0] not in schemes}
+                 if key.rpartition(".")[0] not in schemes and key not in transform_keys}
         for name, (args, input_args) in schemes.items():
             linear = model.get_submodule(name)
             if linear.bias is not None:
                 linear.bias = nn.Parameter(tensors.get_tensor(f"{name}.bias").to(dtype), requires_grad=False)
-            state = quantized_state(tensors, name, args, (linear.out_features, linear.in_features))
-            module, kind = build_quantized_linear(name, linear, state, args, input_args, dtype, backend)
+            if args.get("type") == "float" or (input_args or {}).get("type") == "float":
+                module, kind = build_float_linear(tensors, name, linear, args, input_args, qcfg, dtype)
+            else:
+                state = quantized_state(tensors, name, args, (linear.out_features, linear.in_features))
+                module, kind = build_quantized_linear(name, linear, state, args, input_args, dtype, backend)
             info.layers[kind] += 1
-            if kind == "dense_fallback":
+            if kind.startswith("dense"):
                 info.dense_fallbacks.append(name)
             if name in rotations:
                 module = InputRotation(rotations[name].to(torch.float32), module)
