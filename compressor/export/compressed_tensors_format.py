@@ -106,10 +106,14 @@ def _input_args(module: FakeQuantLinear) -> dict[str, Any] | None:
     return _activation_args(module.input_quant, "token")
 
 
-def _kv_cache_scheme(kv_cache: KVCacheQuantConfig | None) -> dict[str, Any] | None:
+def _kv_cache_scheme(kv_cache: KVCacheQuantConfig | None, head_dim: int) -> dict[str, Any] | None:
+    """fp8: static per tensor (k_scale, v_scale). int: one dynamic range per token and head, which compressed-tensors
+    spells as dynamic `group` quantization with a group of `head_dim` (its key/value states are [batch, heads, tokens, head_dim])."""
     if kv_cache is None:
         return None
-    return kv_cache_args(kv_cache).model_dump() if kv_cache.format == "fp8" else _activation_args(kv_cache, "attn_head")
+    if kv_cache.format == "fp8":
+        return kv_cache_args(kv_cache).model_dump()
+    return {**_activation_args(kv_cache, "group"), "group_size": head_dim}
 
 
 def _int_format(modules: list[FakeQuantLinear]) -> str:
@@ -224,7 +228,7 @@ def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, m
     config["dtype"] = "bfloat16"
     config["tie_word_embeddings"] = tied
     qcfg = None
-    if schemes or transform_cfg:
+    if schemes or transform_cfg or kv_cache is not None:
         groups = {}
         for i, s in enumerate(schemes.values()):  # each group names its format, as compressed-tensors' infer_model_format sets it
             groups[f"group_{i}"] = dict(s)
@@ -234,7 +238,7 @@ def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, m
             "quantization_status": "compressed",
             "config_groups": groups,
             "ignore": ["lm_head"],
-            "kv_cache_scheme": _kv_cache_scheme(kv_cache),
+            "kv_cache_scheme": _kv_cache_scheme(kv_cache, _head_dim(model)),
         }
         if transform_cfg:
             qcfg["transform_config"] = transform_cfg
@@ -273,6 +277,11 @@ def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, m
     }
     write_manifest(out_dir, info)
     return sorted(p for p in out_dir.iterdir() if p.is_file())
+
+
+def _head_dim(model: nn.Module) -> int:
+    cfg = model.config
+    return int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
 
 
 def _check_with_compressed_tensors(qcfg: dict[str, Any]) -> None:

@@ -134,6 +134,8 @@ def build_float_linear(
              if key.startswith(prefix) and "." not in key[len(prefix):]}
     inputs = {k: local.pop(k) for k in ("input_scale", "input_global_scale", "input_zero_point") if k in local}
     local.pop("bias", None)
+    # bf16 scales times codes would round again in bf16; compressed-tensors' own reload holds them in float32 parameters
+    local = {k: v.float() if v.dtype in (torch.bfloat16, torch.float16) else v for k, v in local.items()}
     weight = BaseCompressor.get_value_from_registry(fmt).decompress(local, scheme)["weight"]
     if tuple(weight.shape) != (linear.out_features, linear.in_features):
         raise UnsupportedArtifactError(f"{name}: decompressed weight {tuple(weight.shape)} != model shape {(linear.out_features, linear.in_features)}")
