@@ -96,7 +96,7 @@ def test_export_reloads_with_compressed_tensors_to_equal_logits(case, tmp_path):
     assert_close_for_format(out, ref, activations_quantized)
 
 
-@pytest.mark.parametrize("case", ["fp8-dynamic", "w4a8-fp8", "nvfp4-w4a4", "mxfp4-a16", "hadamard-w4a8-fp8", "fused-only-int4"])
+@pytest.mark.parametrize("case", ["fp8-dynamic", "fp8-static-kv", "w4a8-fp8", "nvfp4-w4a4", "mxfp4-a16", "hadamard-w4a8-fp8", "fused-only-int4"])
 def test_compressor_load_runs_the_float_formats_and_rotations(case, tmp_path):
     stages, _, activations_quantized = CASES[case]
     model = compress_and_export(stages, tmp_path)
