@@ -141,3 +141,24 @@ def test_reloaded_fp8_kv_cache_is_quantized_with_the_stored_scales(tmp_path):
     with torch.no_grad():
         reloaded(tokens(), use_cache=False)
     assert calls  # compressed-tensors' QuantizedKVCache ran in the forward
+
+
+@pytest.mark.model
+@pytest.mark.heavy
+@pytest.mark.parametrize("recipe_name", ["w8a8-fp8-dynamic", "w4a16-nvfp4"])
+def test_bundled_model_reload_reproduces_in_memory_perplexity(recipe_name, model_store, tmp_path):
+    """On SmolLM2-135M: compressed-tensors' reload within 0.5% of the job's own wiki perplexity (4,096 tokens)."""
+    from compressor.data.corpus import load_text
+    from compressor.data.tokens import eval_windows
+    from compressor.eval.perplexity import score_windows
+    from compressor.inference.loader import load_tokenizer
+    from compressor.pipeline import run
+    from compressor.spec import JobSpec, load_recipe
+
+    recipe = load_recipe(recipe_name).model_dump(mode="json")
+    recipe["eval"] = {"datasets": ["wiki"], "max_tokens": 4096, "window": 512, "kl": False, "original": False}
+    result = run(JobSpec.model_validate({"model": "smollm2-135m", "recipe": recipe}), tmp_path)
+    checkpoint = result.artifacts[0].parent
+    windows = eval_windows(load_tokenizer(checkpoint), load_text("wiki", "eval"), 4096, 512)
+    reloaded = score_windows(load_with_compressed_tensors(checkpoint), windows).perplexity
+    assert abs(reloaded / result.report["perplexity"]["compressed"]["wiki"] - 1) < 0.005
