@@ -168,6 +168,7 @@ def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, m
     int_modules = [m for m in quantized.values() if isinstance(m.quantized_weight, QuantizedWeight)]
     int_fmt = _int_format(int_modules) if int_modules else None
     format_of: dict[str, str] = {}
+    scheme_of: dict[str, dict[str, Any]] = {}  # linear -> its weights / input_activations args
     for name, module in model.named_modules():
         if not isinstance(module, FakeQuantLinear):
             continue
@@ -185,6 +186,7 @@ def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, m
         input_args = _input_args(module)
         if input_args is not None:
             scheme["input_activations"] = input_args
+        scheme_of[name] = dict(scheme)
         scheme["format"] = format_of[name]
         key = json.dumps(scheme, sort_keys=True)
         schemes.setdefault(key, {**scheme, "targets": []})["targets"].append(name)
@@ -203,9 +205,7 @@ def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, m
             if name.endswith(".weight") and parent in quantized:
                 q = module.quantized_weight
                 if isinstance(q, FloatQuantizedWeight):
-                    scheme = {k: v for k, v in schemes[next(k for k, s in schemes.items() if parent in s["targets"])].items()
-                              if k in ("weights", "input_activations")}
-                    state.update(_float_tensors(parent, module, scheme, format_of[parent]))
+                    state.update(_float_tensors(parent, module, scheme_of[parent], format_of[parent]))
                 else:
                     state.update(_quantized_tensors(parent, q, format_of[parent]))
                     state.update(_static_input_tensors(parent, module))
