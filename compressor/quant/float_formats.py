@@ -150,3 +150,8 @@ def static_scale(absmax: torch.Tensor, args: QuantizationArgs) -> torch.Tensor:
 def static_global_scale(absmax: torch.Tensor) -> torch.Tensor:
     """The nvfp4 input global scale from the observed |x| maximum (compressed-tensors' `generate_gparam`)."""
     return generate_gparam(-absmax.reshape(1), absmax.reshape(1))
+
+
+def fake_quantize_weight_float_ste(w: torch.Tensor, cfg: WeightQuantConfig) -> torch.Tensor:
+    """Float-format RTN of a weight with a straight-through gradient (for transforms trained for an FP8/FP4 target)."""
+    return w + (quantize_weight_float(w, cfg).weight.to(w.dtype) - w).detach()
