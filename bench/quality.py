@@ -136,6 +136,21 @@ def merge_rows(new_rows: list[dict[str, Any]], path: Path = RESULTS) -> None:
         path.write_text(json.dumps(ordered, indent=2) + "\n")
 
 
+def uses_calibration(stages: list[dict[str, Any]]) -> bool:
+    """GPTQ, learned transforms, and static scales (fp8 per tensor, nvfp4 input global scales, fp8 KV) read calibration text."""
+    for stage in stages:
+        if "ostquant" in stage or "affinequant" in stage:
+            return True
+        q = stage.get("quantize")
+        if q is None:
+            continue
+        acts, kv = q.get("activations") or {}, q.get("kv_cache") or {}
+        if ((q.get("weights") or {}).get("method") == "gptq" or acts.get("strategy") == "tensor" or acts.get("format") == "nvfp4"
+                or kv.get("format") == "fp8"):
+            return True
+    return False
+
+
 def measure(cfg: dict[str, Any], max_tokens: int, samples: int) -> dict[str, Any]:
     recipe = {
         "stages": cfg["stages"],
@@ -161,7 +176,7 @@ def measure(cfg: dict[str, Any], max_tokens: int, samples: int) -> dict[str, Any
         **{k: cfg[k] for k in ("method", "weights", "activations", "kv", "group")},
         "wiki_ppl": round(ppl["wiki"], 4), "news_ppl": round(ppl["news"], 4),
         "seconds": round(report["seconds"], 1), "peak_rss_mb": round(report["peak_rss_mb"]),
-        "calibration_samples": samples if any("quantize" in s and (s["quantize"]["weights"] or {}).get("method") == "gptq" for s in cfg["stages"]) else 0,
+        "calibration_samples": samples if uses_calibration(cfg["stages"]) else 0,
         "eval_tokens": max_tokens,
         "recipe": recipe,
     }
@@ -173,12 +188,15 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=16384)
     parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--activations", type=int, nargs="*", help="only rows with these activation widths, e.g. 4")
     parser.add_argument("--keep", nargs="*", default=[], metavar="METHOD",
                         help="skip rows of these methods already in the results file (their code did not change)")
     args = parser.parse_args()
 
     for cfg in configurations():
         if args.only and cfg["method"] not in args.only:
+            continue
+        if args.activations and cfg["activations"] not in args.activations:
             continue
         done = {row_key(r) for r in (json.loads(args.out.read_text()) if args.out.exists() else [])}  # re-read: another run may have added it
         if cfg["method"] in args.keep and row_key(cfg) in done:
