@@ -268,7 +268,7 @@ def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, m
                         and all(not s.serves for s in support))
     info = {
         **manifest_info,
-        "format": f"compressed-tensors/{fmt}" if schemes else "dense-bf16",
+        "format": f"compressed-tensors/{qcfg['format']}" if qcfg else "dense-bf16",
         "versions": library_versions(),
         "engines": engines_summary(support),
         "engine_support": engine_table(support),
