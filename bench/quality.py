@@ -59,10 +59,64 @@ def configurations() -> list[dict[str, Any]]:
         ("hadamard-gptq", [HAD, quantize(weights(4, None, "gptq", clip=True), 4, 4)]),
     ):
         rows.append({"method": method, "weights": 4, "activations": 4, "kv": 4, "group": None, "stages": stages})
+    rows.extend(format_configurations())
     # the rows the foundation issue must show come first, so a partial run is still useful
     first = [("fp", 16, None), ("rtn", 4, 64), ("gptq", 4, 64), ("hadamard-gptq", 4, None, 4)]
     rank = lambda r: next((i for i, f in enumerate(first) if (r["method"], r["weights"], r["group"]) == f[:3] and r["activations"] == (f[3] if len(f) > 3 else r["activations"])), len(first))  # noqa: E731
     return sorted(rows, key=rank)
+
+
+FP8 = {"format": "fp8", "bits": 8, "symmetric": True}
+NVFP4 = {"format": "nvfp4", "bits": 4, "symmetric": True, "strategy": "group", "group_size": 16}
+MXFP4 = {"format": "mxfp4", "bits": 4, "symmetric": True, "strategy": "group", "group_size": 32}
+HAD_NO_QK = {"hadamard": {"seed": 0, "online_qk": "off"}}
+
+
+def format_configurations() -> list[dict[str, Any]]:
+    """Rows of the serving formats (issue 17): each is exported and reloaded by compressed-tensors' own code.
+
+    The cheap RTN rows come first; GPTQ and OSTQuant rows after them.
+    """
+    rows = []
+
+    def add(method: str, w: Any, a: Any, kv: Any, group: int | None, stages: list, fmt: str) -> None:
+        rows.append({"method": method, "weights": w, "activations": a, "kv": kv, "group": group, "stages": stages,
+                     "format": fmt, "reload": True})
+
+    fp8_w = {**FP8, "method": "rtn"}
+    add("fp8-dynamic-rtn", 8, 8, 16, None, [{"quantize": {"weights": {**fp8_w, "strategy": "channel"},
+                                                          "activations": {**FP8, "strategy": "token"}}}], "fp8")
+    add("fp8-static-rtn", 8, 8, 16, None, [{"quantize": {"weights": {**fp8_w, "strategy": "tensor"},
+                                                         "activations": {**FP8, "strategy": "tensor"}}}], "fp8")
+    add("fp8-kv", 16, 16, 8, None, [{"quantize": {"weights": None, "kv_cache": FP8}}], "fp8")
+    for prefix, pre in (("", []), ("hadamard-", [HAD_NO_QK])):
+        for name, spec in (("nvfp4", NVFP4), ("mxfp4", MXFP4)):
+            add(f"{prefix}{name}-rtn", 4, 16, 16, spec["group_size"], [*pre, {"quantize": {"weights": {**spec, "method": "rtn"}}}], name)
+            add(f"{prefix}{name}-rtn", 4, 4, 16, spec["group_size"],
+                [*pre, {"quantize": {"weights": {**spec, "method": "rtn"}, "activations": spec}}], name)
+    w4 = {"bits": 4, "symmetric": True, "strategy": "group", "group_size": 64, "method": "gptq"}
+    for prefix, pre in (("", []), ("hadamard-", [HAD_NO_QK])):
+        add(f"{prefix}w4a8fp8-gptq", 4, 8, 16, 64, [*pre, {"quantize": {"weights": w4, "activations": {**FP8, "strategy": "token"}}}], "int4+fp8")
+    add("hadamard-fused-gptq", 4, 16, 16, 64,
+        [{"hadamard": {"seed": 0, "online_down_proj": False, "online_qk": "off"}}, {"quantize": {"weights": w4}}], "int4")
+    add("ostquant-nvfp4-rtn", 4, 4, 16, 16,
+        [{"ostquant": {"steps": 60, "loss": "kl_top", "k": 1000, "online_qk": "off"}},
+         {"quantize": {"weights": {**NVFP4, "method": "rtn"}, "activations": NVFP4}}], "nvfp4")
+    return rows
+
+
+def reload_check(checkpoint: Path, max_tokens: int) -> dict[str, Any]:
+    """Wiki perplexity of the checkpoint as compressed-tensors itself loads it (decompress, transforms, fake quantization)."""
+    from compressor.data.corpus import load_text
+    from compressor.data.tokens import eval_windows
+    from compressor.eval.perplexity import score_windows
+    from compressor.inference.compressed_tensors_reload import load_with_compressed_tensors
+    from compressor.inference.loader import load_tokenizer
+
+    tokenizer = load_tokenizer(checkpoint)
+    windows = eval_windows(tokenizer, load_text("wiki", "eval"), max_tokens, 512)
+    model = load_with_compressed_tensors(checkpoint)
+    return {"reload_wiki_ppl": round(score_windows(model, windows).perplexity, 4)}
 
 
 def row_key(row: dict[str, Any]) -> tuple:
@@ -82,21 +136,47 @@ def merge_rows(new_rows: list[dict[str, Any]], path: Path = RESULTS) -> None:
         path.write_text(json.dumps(ordered, indent=2) + "\n")
 
 
+def uses_calibration(stages: list[dict[str, Any]]) -> bool:
+    """GPTQ, learned transforms, and static scales (fp8 per tensor, nvfp4 input global scales, fp8 KV) read calibration text."""
+    for stage in stages:
+        if "ostquant" in stage or "affinequant" in stage:
+            return True
+        q = stage.get("quantize")
+        if q is None:
+            continue
+        acts, kv = q.get("activations") or {}, q.get("kv_cache") or {}
+        if ((q.get("weights") or {}).get("method") == "gptq" or acts.get("strategy") == "tensor" or acts.get("format") == "nvfp4"
+                or kv.get("format") == "fp8"):
+            return True
+    return False
+
+
 def measure(cfg: dict[str, Any], max_tokens: int, samples: int) -> dict[str, Any]:
     recipe = {
         "stages": cfg["stages"],
         "calibration": {"dataset": "wiki", "samples": samples, "seqlen": 512},
         "eval": {"datasets": ["wiki", "news"], "max_tokens": max_tokens, "window": 512, "kl": False, "original": False},
-        "export": {"format": "none"},
+        "export": {"format": "compressed-tensors" if cfg.get("reload") else "none"},
     }
+    extra: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as out:
-        report = run(JobSpec.model_validate({"model": "smollm2-135m", "recipe": recipe}), Path(out)).report
+        result = run(JobSpec.model_validate({"model": "smollm2-135m", "recipe": recipe}), Path(out))
+        report = result.report
+        if cfg.get("reload"):
+            checkpoint = result.artifacts[0].parent
+            manifest = json.loads((checkpoint / "manifest.json").read_text())
+            extra = {"format": cfg["format"], "checkpoint_format": manifest["format"],
+                     "checkpoint_bytes": report["size"]["checkpoint_bytes"],
+                     "engines": {e: v["serves"] for e, v in manifest["engine_support"].items()},
+                     **reload_check(checkpoint, max_tokens)}
+            extra["reload_rel_diff"] = round(extra["reload_wiki_ppl"] / report["perplexity"]["compressed"]["wiki"] - 1, 5)
     ppl = report["perplexity"]["compressed"]
     return {
+        **extra,
         **{k: cfg[k] for k in ("method", "weights", "activations", "kv", "group")},
         "wiki_ppl": round(ppl["wiki"], 4), "news_ppl": round(ppl["news"], 4),
         "seconds": round(report["seconds"], 1), "peak_rss_mb": round(report["peak_rss_mb"]),
-        "calibration_samples": samples if any("quantize" in s and s["quantize"]["weights"]["method"] == "gptq" for s in cfg["stages"]) else 0,
+        "calibration_samples": samples if uses_calibration(cfg["stages"]) else 0,
         "eval_tokens": max_tokens,
         "recipe": recipe,
     }
@@ -108,12 +188,15 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=16384)
     parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--activations", type=int, nargs="*", help="only rows with these activation widths, e.g. 4")
     parser.add_argument("--keep", nargs="*", default=[], metavar="METHOD",
                         help="skip rows of these methods already in the results file (their code did not change)")
     args = parser.parse_args()
 
     for cfg in configurations():
         if args.only and cfg["method"] not in args.only:
+            continue
+        if args.activations and cfg["activations"] not in args.activations:
             continue
         done = {row_key(r) for r in (json.loads(args.out.read_text()) if args.out.exists() else [])}  # re-read: another run may have added it
         if cfg["method"] in args.keep and row_key(cfg) in done:

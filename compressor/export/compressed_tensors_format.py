@@ -1,13 +1,17 @@
 """Export to the compressed-tensors checkpoint format (what vLLM and transformers load).
 
-Weight-only int4 goes out as `pack-quantized` (8 offset-binary nibbles per int32 along the
-input dimension, the library's own `pack_to_int32`); 8-bit weights and anything with
-quantized activations as `int-quantized` (one int8 per value). Everything not quantized is
-stored in bfloat16; an lm_head equal to the input embedding is stored once (tied). Online
-rotations (the down_proj Hadamard, Q/K after RoPE) are not part of a stock Llama graph, so such
-artifacts are flagged as not servable by plain engines; the down_proj rotation is still written
-(`online_rotations.safetensors`, see `online_rotations`) so that `compressor.load` can run it.
-The manifest's `runtime_requirements` name, as codes, what a runtime needs beyond a stock graph.
+Int weights: weight-only int4 and int4 weights under FP8 activations (W4A8) go out as
+`pack-quantized` (8 offset-binary nibbles per int32 along the input dimension, the library's
+own `pack_to_int32`); 8-bit weights and int activations as `int-quantized` (one int8 per
+value). Float weights are compressed by compressed-tensors' own compressors from the
+dequantized weight and its scales: FP8 as `float-quantized`, NVFP4 as `nvfp4-pack-quantized`,
+MXFP4 as `mxfp4-pack-quantized`; several formats in one model make it `mixed-precision` with a
+format per group. Everything not quantized is stored in bfloat16; an lm_head equal to the input
+embedding is stored once (tied). The online down_proj rotation is written as a
+`transform_config` input transform (see `transform_config`); Q/K rotation after RoPE has no
+place vLLM reads, so such artifacts say so. Who serves the result is decided by the rule table
+in `engines`; the manifest's `runtime_requirements` name, as codes, what a runtime needs beyond
+a stock graph.
 """
 
 from __future__ import annotations
@@ -33,9 +37,11 @@ from compressor.export.format import (
     module_name,
     write_manifest,
 )
-from compressor.export.online_rotations import write_online_rotations
-from compressor.quant.attention import QK_ROTATION, kv_cache_quant
+from compressor.export.engines import engine_support, engine_table, engines_summary
+from compressor.export.transform_config import online_transform_config
+from compressor.quant.attention import KV_SCALES, QK_ROTATION, kv_cache_quant
 from compressor.quant.compressed_linear import FakeQuantLinear
+from compressor.quant.float_formats import FloatQuantizedWeight, kv_cache_args
 from compressor.quant.quantizer import QuantizedWeight
 from compressor.sparsity.activation import export_notes as activation_export_notes
 from compressor.spec import ActivationQuantConfig, KVCacheQuantConfig
@@ -89,6 +95,62 @@ def _activation_args(cfg: ActivationQuantConfig | KVCacheQuantConfig, strategy: 
     return {"num_bits": cfg.bits, "type": "int", "symmetric": cfg.symmetric, "strategy": strategy, "dynamic": True, "observer": None}
 
 
+FLOAT_FORMATS = {"fp8": "float-quantized", "nvfp4": "nvfp4-pack-quantized", "mxfp4": "mxfp4-pack-quantized"}
+
+
+def _input_args(module: FakeQuantLinear) -> dict[str, Any] | None:
+    if module.input_quant is None:
+        return None
+    if module.input_args is not None:  # float: compressed-tensors' own args
+        return module.input_args.model_dump()
+    return _activation_args(module.input_quant, "token")
+
+
+def _kv_cache_scheme(kv_cache: KVCacheQuantConfig | None, head_dim: int) -> dict[str, Any] | None:
+    """fp8: static per tensor (k_scale, v_scale). int: one dynamic range per token and head, which compressed-tensors
+    spells as dynamic `group` quantization with a group of `head_dim` (its key/value states are [batch, heads, tokens, head_dim])."""
+    if kv_cache is None:
+        return None
+    if kv_cache.format == "fp8":
+        return kv_cache_args(kv_cache).model_dump()
+    return {**_activation_args(kv_cache, "group"), "group_size": head_dim}
+
+
+def _int_format(modules: list[FakeQuantLinear]) -> str:
+    """pack-quantized when every int linear is 4-bit or narrower with no or FP8 inputs (W4A16, W4A8-FP8), else int-quantized."""
+    packable = all(m.quantized_weight.bits <= 4 and (m.input_quant is None or m.input_quant.format == "fp8") for m in modules)
+    return "pack-quantized" if packable else "int-quantized"
+
+
+def _float_tensors(name: str, module: FakeQuantLinear, scheme: dict[str, Any], fmt: str) -> dict[str, torch.Tensor]:
+    """compressed-tensors' compressor for `fmt` applied to the dequantized weight and its scales."""
+    from compressed_tensors.compressors import BaseCompressor
+    from compressed_tensors.quantization import QuantizationScheme
+
+    q: FloatQuantizedWeight = module.quantized_weight
+    state = {"weight": q.weight, "weight_scale": q.scale}
+    if q.global_scale is not None:
+        state["weight_global_scale"] = q.global_scale
+    if module.input_scale is not None:
+        state["input_scale"] = module.input_scale
+    if module.input_global_scale is not None:
+        state["input_global_scale"] = module.input_global_scale
+    if module.input_quant is not None and module.input_quant.static and module.input_scale is None and module.input_global_scale is None:
+        raise ValueError(f"{name}: static {module.input_quant.format} input quantization was never calibrated")
+    compressed = BaseCompressor.get_value_from_registry(fmt).compress(state, QuantizationScheme(targets=[name], **scheme))
+    return {f"{name}.{key}": value.detach().contiguous() for key, value in compressed.items()}
+
+
+def _static_input_tensors(name: str, module: FakeQuantLinear) -> dict[str, torch.Tensor]:
+    """Calibrated input scales of a linear whose weights are int (W4A8 with static FP8 inputs)."""
+    out = {}
+    if module.input_scale is not None:
+        out[f"{name}.input_scale"] = module.input_scale.detach().float().reshape(1)
+    if module.input_global_scale is not None:
+        out[f"{name}.input_global_scale"] = module.input_global_scale.detach().float().reshape(1)
+    return out
+
+
 def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, manifest_info: dict[str, Any]) -> list[Path]:
     """Write config.json, model.safetensors, the tokenizer and manifest.json into `out_dir`.
 
@@ -100,10 +162,13 @@ def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, m
     out_dir.mkdir(parents=True, exist_ok=True)
     state: dict[str, torch.Tensor] = {}
     schemes: dict[str, dict[str, Any]] = {}
-    weight_only_int4 = True
     online_rotations: dict[str, torch.Tensor] = {}
 
-    compressed_names = {n for n, m in model.named_modules() if isinstance(m, FakeQuantLinear)}
+    quantized = {n: m for n, m in model.named_modules() if isinstance(m, FakeQuantLinear) and m.quantized_weight is not None}
+    int_modules = [m for m in quantized.values() if isinstance(m.quantized_weight, QuantizedWeight)]
+    int_fmt = _int_format(int_modules) if int_modules else None
+    format_of: dict[str, str] = {}
+    scheme_of: dict[str, dict[str, Any]] = {}  # linear -> its weights / input_activations args
     for name, module in model.named_modules():
         if not isinstance(module, FakeQuantLinear):
             continue
@@ -112,14 +177,23 @@ def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, m
         q = module.quantized_weight
         if q is None:
             continue
-        scheme = {"weights": _weight_args(q, module.in_features)}
-        if module.input_quant is not None:
-            scheme["input_activations"] = _activation_args(module.input_quant, "token")
+        if isinstance(q, FloatQuantizedWeight):
+            scheme = {"weights": q.args.model_dump()}
+            format_of[name] = FLOAT_FORMATS[q.format]
+        else:
+            scheme = {"weights": _weight_args(q, module.in_features)}
+            format_of[name] = int_fmt
+        input_args = _input_args(module)
+        if input_args is not None:
+            scheme["input_activations"] = input_args
+        scheme_of[name] = dict(scheme)
+        scheme["format"] = format_of[name]
         key = json.dumps(scheme, sort_keys=True)
         schemes.setdefault(key, {**scheme, "targets": []})["targets"].append(name)
-        weight_only_int4 &= module.input_quant is None and q.bits <= 4
 
-    fmt = "pack-quantized" if schemes and weight_only_int4 else "int-quantized"
+    formats = sorted(set(format_of.values()))
+    fmt = formats[0] if len(formats) == 1 else "mixed-precision"
+    compressed_names = {n for n, m in model.named_modules() if isinstance(m, FakeQuantLinear)}
     tied = _embeddings_tied(model)
     head_key = f"{module_name(model, model.get_output_embeddings())}.weight" if tied else None
     for name, tensor in model.state_dict().items():
@@ -128,42 +202,60 @@ def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, m
         parent = name.rsplit(".linear.", 1)[0] if ".linear." in name else None
         if parent in compressed_names:
             module = model.get_submodule(parent)
-            if name.endswith(".weight") and module.quantized_weight is not None:
-                state.update(_quantized_tensors(parent, module.quantized_weight, fmt))
+            if name.endswith(".weight") and parent in quantized:
+                q = module.quantized_weight
+                if isinstance(q, FloatQuantizedWeight):
+                    state.update(_float_tensors(parent, module, scheme_of[parent], format_of[parent]))
+                else:
+                    state.update(_quantized_tensors(parent, q, format_of[parent]))
+                    state.update(_static_input_tensors(parent, module))
                 continue
             name = f"{parent}.{name.rsplit('.', 1)[1]}"
         state[name] = tensor.detach().to(EXPORT_DTYPE).contiguous()
+    if kv_cache is not None and kv_cache.format == "fp8":
+        for name, module in model.named_modules():
+            scales = getattr(module, KV_SCALES, None)
+            if scales is not None:
+                state[f"{name}.k_scale"] = scales["k"].detach().float().reshape(1).contiguous()
+                state[f"{name}.v_scale"] = scales["v"].detach().float().reshape(1).contiguous()
+    transform_cfg, transform_tensors = online_transform_config(online_rotations)
+    state.update(transform_tensors)
     save_file(dict(sorted(state.items())), str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})
-    online_transforms = write_online_rotations(online_rotations, out_dir)
 
     config = model.config.to_dict()
     for key in [k for k in config if k.startswith("_")]:
         config.pop(key)
     config["dtype"] = "bfloat16"
     config["tie_word_embeddings"] = tied
-    if schemes:
-        config["quantization_config"] = {
+    qcfg = None
+    if schemes or transform_cfg or kv_cache is not None:
+        groups = {}
+        for i, s in enumerate(schemes.values()):  # each group names its format, as compressed-tensors' infer_model_format sets it
+            groups[f"group_{i}"] = dict(s)
+        qcfg = {
             "quant_method": "compressed-tensors",
-            "format": fmt,
+            "format": fmt if schemes else "dense",
             "quantization_status": "compressed",
-            "config_groups": {f"group_{i}": s for i, s in enumerate(schemes.values())},
+            "config_groups": groups,
             "ignore": ["lm_head"],
-            "kv_cache_scheme": _activation_args(kv_cache, "attn_head") if kv_cache else None,
+            "kv_cache_scheme": _kv_cache_scheme(kv_cache, _head_dim(model)),
         }
+        if transform_cfg:
+            qcfg["transform_config"] = transform_cfg
+        _check_with_compressed_tensors(qcfg)
+        config["quantization_config"] = qcfg
     (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     tokenizer.save_pretrained(out_dir)
 
-    activation_bits = {s.get("input_activations", {}).get("num_bits") for s in schemes.values()} - {None}
+    int_activation_bits = {m.input_quant.bits for m in quantized.values() if m.input_quant is not None and m.input_quant.format == "int"}
     not_servable, requirements = [], []
-    if online_rotations:
-        not_servable.append(f"online Hadamard rotations on {len(online_rotations)} linears are not in the stock graph")
-        requirements.append(RuntimeRequirement.ONLINE_INPUT_ROTATION.value)
     if any(getattr(m, QK_ROTATION, None) is not None for m in model.modules()):
         not_servable.append("Q/K rotation after RoPE is not in the stock graph")
         requirements.append(RuntimeRequirement.QK_ROTATION_AFTER_ROPE.value)
-    if activation_bits and min(activation_bits) < 8:
-        not_servable.append("int activations below 8 bits have no serving kernels (research artifact)")
+    if int_activation_bits and min(int_activation_bits) < 8:
         requirements.append(RuntimeRequirement.ACTIVATIONS_BELOW_8_BITS.value)
+    if online_rotations:
+        requirements.append(RuntimeRequirement.ONLINE_INPUT_ROTATION.value)
     runtime = runtime_transform_reasons(model)  # e.g. AffineQuant's dense norm matrices
     if runtime:
         not_servable.extend(runtime)
@@ -171,17 +263,35 @@ def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, m
     activation_reasons, activation_requirements = activation_export_notes(model)  # ProSparse FATReLU gate
     not_servable.extend(activation_reasons)
     requirements.extend(activation_requirements)
+    support = engine_support(qcfg, requirements)
+    not_servable.extend(r.reason for r in support if not r.serves and r.reason and r.reason not in not_servable
+                        and all(not s.serves for s in support))
     info = {
         **manifest_info,
-        "format": f"compressed-tensors/{fmt}" if schemes else "dense-bf16",
+        "format": f"compressed-tensors/{qcfg['format']}" if qcfg else "dense-bf16",
         "versions": library_versions(),
-        "engines": {"transformers": not not_servable, "vllm": not not_servable},
+        "engines": engines_summary(support),
+        "engine_support": engine_table(support),
         "not_servable_reasons": not_servable,
         "runtime_requirements": requirements,
-        "online_transforms": online_transforms,
     }
     write_manifest(out_dir, info)
     return sorted(p for p in out_dir.iterdir() if p.is_file())
+
+
+def _head_dim(model: nn.Module) -> int:
+    cfg = model.config
+    return int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+
+
+def _check_with_compressed_tensors(qcfg: dict[str, Any]) -> None:
+    """Parse the config with compressed-tensors' own models, so a config it would not read is never written."""
+    from compressed_tensors.quantization import QuantizationConfig
+    from compressed_tensors.transform import TransformConfig
+
+    QuantizationConfig.model_validate({k: v for k, v in qcfg.items() if k not in ("quant_method", "transform_config")})
+    if qcfg.get("transform_config"):
+        TransformConfig.model_validate(qcfg["transform_config"])
 
 
 def _quantized_tensors(name: str, q: QuantizedWeight, fmt: str) -> dict[str, torch.Tensor]:
@@ -205,7 +315,10 @@ def quantized_bits_per_weight(model: nn.Module) -> float | None:
     """Average stored bits per decoder-linear weight, counting bf16 scales and zero points."""
     bits = numel = 0
     for module in model.modules():
-        if isinstance(module, FakeQuantLinear) and module.quantized_weight is not None:
+        if isinstance(module, FakeQuantLinear) and isinstance(module.quantized_weight, FloatQuantizedWeight):
+            bits += module.quantized_weight.stored_bits()
+            numel += module.quantized_weight.weight.numel()
+        elif isinstance(module, FakeQuantLinear) and module.quantized_weight is not None:
             q = module.quantized_weight
             n = q.codes.numel()
             bits += n * q.bits + q.scale.numel() * 16 + (0 if q.symmetric else q.zero.numel() * q.bits)

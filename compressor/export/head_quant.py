@@ -47,6 +47,7 @@ from compressor.export.format import (
     read_manifest,
     write_manifest,
 )
+from compressor.export.engines import engine_support, engine_table, engines_summary
 from compressor.quant.quantizer import quantize_weight_rtn
 from compressor.spec import WeightQuantConfig
 
@@ -142,11 +143,7 @@ def quantize_lm_head(src: Path, dst: Path, group_size: int = 32, clip_search: bo
         "method": "rtn, mse clip search" if cfg.clip_search else "rtn",
         "embedding": f"stored as the dequantized lm_head (bf16); compressor.load reads it from the int{bits} head",
     }
-    engines = manifest.get("engines", {})
-    if engines.get("vllm"):
-        engines["vllm"] = False
-        manifest.setdefault("not_servable_reasons", []).append(
-            "quantized lm_head: needs a vLLM whose compressed-tensors loader handles ParallelLMHead "
-            "(vllm-project/vllm#37291); not verified")
+    support = engine_support(qcfg, manifest.get("runtime_requirements", []), lm_head_quantized=True)
+    manifest["engines"], manifest["engine_support"] = engines_summary(support), engine_table(support)
     write_manifest(dst, manifest)
     return dst

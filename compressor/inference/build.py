@@ -113,6 +113,44 @@ def build_quantized_linear(
     return module, "dense_fallback"
 
 
+def build_float_linear(
+    tensors: Any, name: str, linear: nn.Linear, args: dict[str, Any], input_args: dict[str, Any] | None,
+    qcfg: dict[str, Any], dtype: torch.dtype,
+) -> tuple[nn.Module, str]:
+    """A linear with float weights or float inputs (FP8, NVFP4, MXFP4, W4A8-FP8), decompressed by compressed-tensors.
+
+    There is no CPU kernel for these formats, so the weight is held dense (`DequantizedLinear`),
+    exactly as compressed-tensors' compressor for the group's format decompresses it, and the
+    input is fake-quantized with compressed-tensors' own arithmetic.
+    """
+    from compressed_tensors.compressors import BaseCompressor
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+
+    scheme = QuantizationScheme(targets=[name], weights=args, input_activations=input_args)
+    fmt = next((g.get("format") for g in qcfg.get("config_groups", {}).values()
+                if g.get("weights") == args and g.get("input_activations") == input_args and g.get("format")), None) or qcfg.get("format")
+    prefix = f"{name}."
+    local = {key[len(prefix):]: tensors.get_tensor(key) for key in tensors.keys()
+             if key.startswith(prefix) and "." not in key[len(prefix):]}
+    inputs = {k: local.pop(k) for k in ("input_scale", "input_global_scale", "input_zero_point") if k in local}
+    local.pop("bias", None)
+    # bf16 scales times codes would round again in bf16; compressed-tensors' own reload holds them in float32 parameters
+    local = {k: v.float() if v.dtype in (torch.bfloat16, torch.float16) else v for k, v in local.items()}
+    weight = BaseCompressor.get_value_from_registry(fmt).decompress(local, scheme)["weight"]
+    if tuple(weight.shape) != (linear.out_features, linear.in_features):
+        raise UnsupportedArtifactError(f"{name}: decompressed weight {tuple(weight.shape)} != model shape {(linear.out_features, linear.in_features)}")
+    if linear.bias is not None:
+        raise UnsupportedArtifactError(f"{name}: a biased linear without a QuantLinear path")
+    in_args = QuantizationArgs.model_validate(input_args) if input_args is not None else None
+    if in_args is not None and in_args.type != "float":
+        module = DequantizedLinear(weight.to(torch.float32).to(dtype), int(in_args.num_bits), bool(in_args.symmetric))
+    else:
+        module = DequantizedLinear(weight.to(torch.float32).to(dtype), input_args=in_args,
+                                   input_scale=inputs.get("input_scale"),
+                                   input_global_scale=inputs.get("input_global_scale"))
+    return module, f"dense_{fmt}"
+
+
 def linear_schemes(model: nn.Module, qcfg: dict[str, Any]) -> dict[str, tuple[dict, dict | None]]:
     """Linear name -> (weight args, input activation args) from the config groups."""
     from compressed_tensors.utils import is_match

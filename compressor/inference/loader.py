@@ -12,7 +12,10 @@ exactly but slowly as a dense layer (`DequantizedLinear`); `model.artifact.dense
 those layers. Online down_proj rotations stored by the exporter run in front of their linear
 (`InputRotation`), and stored run-time output matrices (AffineQuant's dense norm transforms)
 after their module, as in the pipeline. An artifact needing anything else outside a stock Llama
-graph (Q/K rotation after RoPE, a quantized KV cache) is refused rather than run wrongly.
+graph (Q/K rotation after RoPE) is refused rather than run wrongly. A quantized KV cache (fp8 with
+its stored k/v scales, or int per token and head) runs in the attention backend the pipeline uses.
+Float formats (FP8, NVFP4, MXFP4, W4A8-FP8) have no CPU kernel: compressed-tensors' compressor
+decompresses them into dense layers that fake-quantize their inputs as exported.
 """
 
 from __future__ import annotations
@@ -36,11 +39,14 @@ from compressor.export.format import (
     verify_files,
 )
 from compressor.export.online_rotations import read_online_rotations
-from compressor.inference.build import build_quantized_linear, linear_schemes, quantized_state
+from compressor.export.transform_config import read_online_transforms, transform_weight_keys
+from compressor.inference.build import build_float_linear, build_quantized_linear, linear_schemes, quantized_state
 from compressor.inference.fused_projections import fuse_projections
 from compressor.inference.modules import InputRotation
 from compressor.inference.quantized_embedding import HeadTiedEmbedding, head_matches_table
+from compressor.quant.attention import KV_SCALES, set_kv_quant, use_compressed_attention
 from compressor.sparsity.activation import apply_activation_from_config
+from compressor.spec import KVCacheQuantConfig
 from compressor.transforms.fusion import RUNTIME_OUTPUT_MATRIX, RUNTIME_TRANSFORM_ATTR, attach_runtime_output_matrix
 from triton_kernels.quant_linear import Backend, QuantLinear
 
@@ -66,6 +72,7 @@ class ArtifactInfo:
     cpu_layout_only: int = 0  # int4 layers holding only the CPU op's layout
     embedding_from_head: bool = False  # embed_tokens reads its rows from the quantized lm_head
     runtime_output_matrices: list[str] = field(default_factory=list)
+    kv_cache: str | None = None  # format of the quantized KV cache run by the attention backend
 
 
 def _restore_meta_buffers(model: nn.Module) -> None:
@@ -79,6 +86,31 @@ def _restore_meta_buffers(model: nn.Module) -> None:
                 raise RuntimeError(f"{name}: buffers left on the meta device")
             parent_name, _, attr = name.rpartition(".")
             setattr(model.get_submodule(parent_name) if parent_name else model, attr, type(module)(config=model.config))
+
+
+def kv_cache_config(scheme: dict[str, Any] | None) -> KVCacheQuantConfig | None:
+    """The KV quantizer a `kv_cache_scheme` describes: fp8 with static k/v scales, or int per token and head."""
+    if not scheme:
+        return None
+    if scheme.get("type") == "float" and int(scheme.get("num_bits", 0)) == 8 and not scheme.get("dynamic"):
+        return KVCacheQuantConfig(format="fp8", bits=8, symmetric=True)
+    if scheme.get("type") == "int" and scheme.get("dynamic") and scheme.get("strategy") in ("group", "attn_head"):
+        return KVCacheQuantConfig(format="int", bits=int(scheme["num_bits"]), symmetric=bool(scheme.get("symmetric", False)))
+    raise UnsupportedArtifactError(f"kv_cache_scheme {scheme} is not one compressor.load runs (fp8 static, or int per token and head)")
+
+
+def attach_kv_cache_quantization(model: nn.Module, cfg: KVCacheQuantConfig, scales: dict[str, torch.Tensor]) -> None:
+    """Quantize keys and values in every attention module as the pipeline did, with the stored fp8 scales."""
+    layers = [m for m in model.modules() if hasattr(m, "k_proj") and hasattr(m, "v_proj")]
+    for name, attention in ((module_name(model, m), m) for m in layers):
+        set_kv_quant(attention, cfg)
+        if cfg.format == "fp8":
+            try:
+                setattr(attention, KV_SCALES, {"k": scales[f"{name}.k_scale"].float().reshape(1),
+                                               "v": scales[f"{name}.v_scale"].float().reshape(1)})
+            except KeyError as e:
+                raise UnsupportedArtifactError(f"{name}: fp8 KV cache without its stored {e.args[0]}") from e
+    use_compressed_attention(model)
 
 
 def load(
@@ -109,32 +141,41 @@ def load(
     config = AutoConfig.from_pretrained(folder)
     qcfg = getattr(config, "quantization_config", None)
     qcfg = qcfg.to_dict() if hasattr(qcfg, "to_dict") else qcfg
+    kv_cache = None
     if qcfg is not None:
         del config.quantization_config
         if qcfg.get("quant_method") != "compressed-tensors":
             raise UnsupportedArtifactError(f"quant_method {qcfg.get('quant_method')!r} is not compressed-tensors")
-        if qcfg.get("kv_cache_scheme"):
-            raise UnsupportedArtifactError("a quantized KV cache (kv_cache_scheme) is not supported by compressor.load")
+        kv_cache = kv_cache_config(qcfg.get("kv_cache_scheme"))
         if qcfg.get("quantization_status", "compressed") != "compressed":
             raise UnsupportedArtifactError(f"quantization_status {qcfg.get('quantization_status')!r}: expected 'compressed'")
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     info = ArtifactInfo(path=folder, manifest=manifest, format=qcfg.get("format") if qcfg else None)
-    rotations = read_online_rotations(folder, manifest.get("online_transforms", []))
+    rotations = read_online_rotations(folder, manifest.get("online_transforms", []))  # artifacts written before transform_config
+    transform_cfg = (qcfg or {}).get("transform_config")
+    transform_keys = transform_weight_keys(transform_cfg)
 
     with safe_open(str(folder / WEIGHTS_FILE), framework="pt") as tensors:
+        try:
+            rotations.update(read_online_transforms(transform_cfg, tensors))
+        except ValueError as e:
+            raise UnsupportedArtifactError(str(e)) from e
         schemes = linear_schemes(model, qcfg) if qcfg else {}
         dense = {key: tensors.get_tensor(key).to(dtype) for key in tensors.keys()
-                 if key.rpartition(".")[0] not in schemes}
+                 if key.rpartition(".")[0] not in schemes and key not in transform_keys}
         for name, (args, input_args) in schemes.items():
             linear = model.get_submodule(name)
             if linear.bias is not None:
                 linear.bias = nn.Parameter(tensors.get_tensor(f"{name}.bias").to(dtype), requires_grad=False)
-            state = quantized_state(tensors, name, args, (linear.out_features, linear.in_features))
-            module, kind = build_quantized_linear(name, linear, state, args, input_args, dtype, backend)
+            if args.get("type") == "float" or (input_args or {}).get("type") == "float":
+                module, kind = build_float_linear(tensors, name, linear, args, input_args, qcfg, dtype)
+            else:
+                state = quantized_state(tensors, name, args, (linear.out_features, linear.in_features))
+                module, kind = build_quantized_linear(name, linear, state, args, input_args, dtype, backend)
             info.layers[kind] += 1
-            if kind == "dense_fallback":
+            if kind.startswith("dense"):
                 info.dense_fallbacks.append(name)
             if name in rotations:
                 module = InputRotation(rotations[name].to(torch.float32), module)
@@ -148,6 +189,7 @@ def load(
         model.set_input_embeddings(HeadTiedEmbedding(head, dtype, padding_idx))
         del dense[embedding_key]
         info.embedding_from_head = True
+    kv_scales = {key: dense.pop(key) for key in list(dense) if key.rpartition(".")[2] in ("k_scale", "v_scale")}
     runtime_matrices = {key.rpartition(".")[0]: dense.pop(key) for key in list(dense)
                         if key.rpartition(".")[2] == RUNTIME_OUTPUT_MATRIX}
     missing_rotations = set(rotations) - set(info.online_rotations)
@@ -169,6 +211,9 @@ def load(
             attach_runtime_output_matrix(module, matrix, "run-time output matrix stored in the artifact")
         info.runtime_output_matrices.append(name)
     _restore_meta_buffers(model)
+    if qcfg is not None and kv_cache is not None:
+        attach_kv_cache_quantization(model, kv_cache, kv_scales)
+        info.kv_cache = kv_cache.format
     apply_activation_from_config(model)  # ProSparse: FATReLU threshold from config.json
     leftover = [n for n, p in list(model.named_parameters()) + list(model.named_buffers()) if p.is_meta]
     if leftover:

@@ -14,6 +14,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
 from compressor.quant.compressed_linear import is_compression_bypassed
+from compressor.quant.float_formats import fake_quantize_float_activation, kv_cache_args
 from compressor.quant.quantizer import fake_quantize_activation
 from compressor.spec import KVCacheQuantConfig
 
@@ -21,6 +22,8 @@ ATTENTION_BACKEND = "compressor_sdpa"
 # The attributes an attention module carries; export reads them back (`kv_cache_quant`).
 QK_ROTATION = "qk_rotation"  # a non-persistent buffer: [head_dim, head_dim], applied to Q and K after RoPE
 KV_QUANT = "kv_quant"  # a KVCacheQuantConfig, or None
+KV_SCALES = "kv_scales"  # fp8: {"k": scale [1], "v": scale [1]} from calibration (compressed-tensors' k_scale, v_scale)
+KV_OBSERVER = "kv_observer"  # set while fp8 KV scales are calibrated: called with (key, value), nothing is quantized
 
 
 def compressed_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask, **kwargs):
@@ -31,7 +34,17 @@ def compressed_attention_forward(module: nn.Module, query: torch.Tensor, key: to
         query = (query.to(rotation.dtype) @ rotation).to(query.dtype)
         key = (key.to(rotation.dtype) @ rotation).to(key.dtype)
     kv_quant = getattr(module, KV_QUANT, None)
-    if kv_quant is not None:
+    observer = getattr(module, KV_OBSERVER, None)
+    if observer is not None:
+        observer(key, value)
+    elif kv_quant is not None and kv_quant.format == "fp8":
+        scales = getattr(module, KV_SCALES, None)
+        if scales is None:
+            raise RuntimeError("an fp8 KV cache needs calibrated k/v scales (the quantize stage calibrates them)")
+        args = kv_cache_args(kv_quant)
+        key = fake_quantize_float_activation(key, args, scales["k"])
+        value = fake_quantize_float_activation(value, args, scales["v"])
+    elif kv_quant is not None:
         key = fake_quantize_activation(key, kv_quant)
         value = fake_quantize_activation(value, kv_quant)
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
@@ -52,6 +65,7 @@ def set_qk_rotation(attention: nn.Module, rotation: torch.Tensor) -> None:
 
 def set_kv_quant(attention: nn.Module, cfg: KVCacheQuantConfig | None) -> None:
     setattr(attention, KV_QUANT, cfg)
+    setattr(attention, KV_SCALES, None)
 
 
 def kv_cache_quant(model: nn.Module) -> KVCacheQuantConfig | None:

@@ -8,7 +8,7 @@ serves an artifact is `triton_kernels.quant_linear.QuantLinear`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -16,6 +16,7 @@ from contextvars import ContextVar
 import torch
 from torch import nn
 
+from compressor.quant.float_formats import FloatQuantizedWeight, activation_args, fake_quantize_float_activation
 from compressor.quant.quantizer import QuantizedWeight, fake_quantize_activation
 from compressor.spec import ActivationQuantConfig
 
@@ -49,8 +50,24 @@ class FakeQuantLinear(nn.Module):
         super().__init__()
         self.linear = linear
         self.register_buffer("input_rotation", None, persistent=False)  # x ← x @ R before quantization
-        self.input_quant: ActivationQuantConfig | None = None
-        self.quantized_weight: QuantizedWeight | None = None
+        # calibrated scales of a static float input quantizer (fp8 per tensor; the nvfp4 global scale)
+        self.register_buffer("input_scale", None, persistent=False)
+        self.register_buffer("input_global_scale", None, persistent=False)
+        self.input_quant = None
+        self.input_observer: Callable[[torch.Tensor], None] | None = None  # set while static scales are calibrated
+        self.quantized_weight: QuantizedWeight | FloatQuantizedWeight | None = None
+
+    @property
+    def input_quant(self) -> ActivationQuantConfig | None:
+        return self._input_quant
+
+    @input_quant.setter
+    def input_quant(self, cfg: ActivationQuantConfig | None) -> None:
+        """A new input quantizer; a float one gets its compressed-tensors args, and any calibrated scales are dropped."""
+        self._input_quant = cfg
+        self.input_args = None if cfg is None or cfg.format == "int" else activation_args(cfg)
+        self.input_scale = None
+        self.input_global_scale = None
 
     @property
     def weight(self) -> torch.Tensor:
@@ -76,7 +93,11 @@ class FakeQuantLinear(nn.Module):
         if _BYPASS.get():
             return self.linear(x)
         x = self.rotate_input(x)
-        if self.input_quant is not None:
+        if self.input_observer is not None:
+            self.input_observer(x)
+        elif self.input_args is not None:
+            x = fake_quantize_float_activation(x, self.input_args, self.input_scale, self.input_global_scale)
+        elif self.input_quant is not None:
             x = fake_quantize_activation(x, self.input_quant)
         return self.linear(x)
 
@@ -96,7 +117,7 @@ def plain_linear(module: nn.Module) -> nn.Linear:
 
 
 @torch.no_grad()
-def install_quantized_weight(parts: DecoderLayerParts, name: str, q: QuantizedWeight) -> dict[str, Any]:
+def install_quantized_weight(parts: DecoderLayerParts, name: str, q: QuantizedWeight | FloatQuantizedWeight) -> dict[str, Any]:
     """Put `q` into the layer's linear `name` (e.g. "self_attn.q_proj"): dequantized weight in place, codes kept for export.
 
     Every method that quantizes weights leaves this same state, so export and evaluation

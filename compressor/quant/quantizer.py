@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from compressor.quant.float_formats import FloatQuantizedWeight, quantize_weight_float
 from compressor.spec import ActivationQuantConfig, KVCacheQuantConfig, WeightQuantConfig
 
 EPS = 1e-8
@@ -66,6 +67,9 @@ def fake_quantize_per_token(x: torch.Tensor, bits: int, symmetric: bool, clip_ra
 
 
 def fake_quantize_activation(x: torch.Tensor, cfg: ActivationQuantConfig | KVCacheQuantConfig) -> torch.Tensor:
+    """Dynamic int quantization per token (float formats go through `float_formats` with their calibrated scales)."""
+    if cfg.format != "int":
+        raise ValueError(f"{cfg.format} quantization needs its module's scales: use float_formats.fake_quantize_float_activation")
     return fake_quantize_per_token(x, cfg.bits, cfg.symmetric, cfg.clip_ratio)
 
 
@@ -104,8 +108,20 @@ def as_groups(w: torch.Tensor, group_size: int) -> torch.Tensor:
     return w.reshape(out, n_groups, group_size)
 
 
+STORED_SCALE_DTYPE = torch.bfloat16  # int weight scales are stored in bf16, so they are rounded to it before rounding the weights
+
+
 def weight_scale_zero(w: torch.Tensor, cfg: WeightQuantConfig, group_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale and zero per (row, group) of `w` [out, in]; with cfg.clip_search, the MSE-best shrunken range."""
+    """Scale and zero per (row, group) of `w` [out, in]; with cfg.clip_search, the MSE-best shrunken range.
+
+    The scale is rounded to the dtype the checkpoint stores it in: the evaluated model is then
+    exactly the stored one (codes x stored scale), whichever loader reads it back.
+    """
+    scale, zero = _weight_scale_zero(w, cfg, group_size)
+    return scale.to(STORED_SCALE_DTYPE).float(), zero
+
+
+def _weight_scale_zero(w: torch.Tensor, cfg: WeightQuantConfig, group_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     w = w.float()
     if cfg.strategy == "tensor":
         scale, zero = scale_zero_from_range(w.min().view(1, 1), w.max().view(1, 1), cfg.bits, cfg.symmetric)
@@ -129,8 +145,10 @@ def weight_scale_zero(w: torch.Tensor, cfg: WeightQuantConfig, group_size: int |
     return scale, zero
 
 
-def quantize_weight_rtn(w: torch.Tensor, cfg: WeightQuantConfig) -> QuantizedWeight:
-    """Round-to-nearest with per-tensor/channel/group ranges (optionally MSE-clipped)."""
+def quantize_weight_rtn(w: torch.Tensor, cfg: WeightQuantConfig) -> QuantizedWeight | FloatQuantizedWeight:
+    """Round-to-nearest with per-tensor/channel/group ranges (optionally MSE-clipped); float formats in `float_formats`."""
+    if cfg.format != "int":
+        return quantize_weight_float(w, cfg)
     g = w.shape[1] if cfg.strategy == "tensor" else weight_group_size(cfg, w.shape[1])
     scale, zero = weight_scale_zero(w, cfg, g)
     if cfg.strategy == "tensor":

@@ -15,6 +15,7 @@ from compressor.quant.calibration import capture_layer0_inputs, capture_linear_i
 from compressor.quant.compressed_linear import install_quantized_weight, plain_linear, wrap_linear
 from compressor.quant.gptq import HessianAccumulator, gptq_quantize
 from compressor.quant.quantizer import QuantizedWeight, quantize_weight_rtn
+from compressor.quant.static_scales import calibrate_static_scales
 from compressor.registry import register_stage
 from compressor.spec import QuantizeConfig, WeightQuantConfig
 
@@ -114,6 +115,8 @@ def run_quantize(ctx: CompressionContext, cfg: QuantizeConfig) -> dict[str, Any]
         for parts in ctx.adapter.all_layer_parts(ctx.model):
             set_kv_quant(parts.layer.self_attn, cfg.kv_cache)
         use_compressed_attention(ctx.model)
+    static = calibrate_static_scales(ctx)  # fp8 per-tensor inputs, nvfp4 input global scales, fp8 k/v scales
     return {"weights": cfg.weights.method if cfg.weights else None,
             "activations_bits": cfg.activations.bits if cfg.activations else None,
-            "kv_cache_bits": cfg.kv_cache.bits if cfg.kv_cache else None}
+            "kv_cache_bits": cfg.kv_cache.bits if cfg.kv_cache else None,
+            **({"static_scales": static} if static else {})}

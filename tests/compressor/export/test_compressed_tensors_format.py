@@ -46,5 +46,6 @@ def test_kv_quantized_then_weights_only_writes_no_kv_scheme(tmp_path):
                                     [{"quantize": W4}, {"quantize": {"weights": None, "kv_cache": KV4}}]])
 def test_kv_quantized_last_writes_its_scheme(stages, tmp_path):
     qcfg, _ = _export(stages, tmp_path)
-    assert qcfg["kv_cache_scheme"] == {"num_bits": 4, "type": "int", "symmetric": False, "strategy": "attn_head",
+    # per token and head: compressed-tensors' dynamic group quantization over head_dim (8 here)
+    assert qcfg["kv_cache_scheme"] == {"num_bits": 4, "type": "int", "symmetric": False, "strategy": "group", "group_size": 8,
                                        "dynamic": True, "observer": None}

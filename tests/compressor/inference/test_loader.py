@@ -185,13 +185,17 @@ def test_online_down_proj_rotation_is_stored_and_run(tmp_path):
     model, folder = export_tiny(tmp_path, W4_G32, hadamard=True)
     manifest = json.loads((folder / MANIFEST).read_text())
     assert manifest["runtime_requirements"] == ["online_input_rotation"]
-    assert manifest["engines"] == {"transformers": False, "vllm": False}
-    (entry,) = manifest["online_transforms"]  # one R4 shared by both layers, stored once
-    assert entry["size"] == 128 and entry["targets"] == [f"model.layers.{i}.mlp.down_proj" for i in range(2)]
-    assert "online_rotations.safetensors" in {f["name"] for f in manifest["files"]}
+    # a compressed-tensors input transform: vLLM runs it, transformers ignores transform_config
+    assert manifest["engines"] == {"transformers": False, "vllm": True}
+    transforms = json.loads((folder / "config.json").read_text())["quantization_config"]["transform_config"]["config_groups"]
+    (scheme,) = transforms.values()  # one R4 shared by both layers
+    (apply,) = scheme["apply"]
+    assert apply["targets"] == [f"model.layers.{i}.mlp.down_proj" for i in range(2)] and apply["location"] == "input"
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        assert f.get_tensor("model.layers.0.mlp.down_proj.online_input_0_input.weight").shape == (128, 128)  # stored once
     loaded = load(folder, dtype=torch.float32)
     assert isinstance(loaded.model.layers[0].mlp.down_proj, InputRotation)
-    assert loaded.artifact.online_rotations == entry["targets"]
+    assert loaded.artifact.online_rotations == apply["targets"]
     assert rel_err(logits(loaded, TOKENS), logits(model, TOKENS)) < 2e-2
     assert weight_bytes(loaded)["online_rotations"] == 128 * 128 * 4  # shared, counted once
 

@@ -8,7 +8,7 @@ from compressor.spec import WeightQuantConfig
 
 
 def reference_group_quant(w: torch.Tensor, bits: int, symmetric: bool, g: int) -> torch.Tensor:
-    """Loop over rows and groups; the last group may be shorter."""
+    """Loop over rows and groups; the last group may be shorter; scales rounded to bf16 (the stored dtype)."""
     out = torch.empty_like(w)
     qmin, qmax = int_range(bits, symmetric)
     for r in range(w.shape[0]):
@@ -20,6 +20,7 @@ def reference_group_quant(w: torch.Tensor, bits: int, symmetric: bool, g: int) -
             else:
                 s = (hi - lo) / (qmax - qmin)
                 z = round(-lo / s)
+            s = torch.tensor(s).bfloat16().item()  # the scale as the checkpoint stores it
             out[r, c : c + g] = (torch.clamp(torch.round(x / s) + z, qmin, qmax) - z) * s
     return out
 
