@@ -1,6 +1,6 @@
 """Dataclass records (a `QuantizedWeight`, …) to and from a unit's tensors + metadata.
 
-Tensor fields become tensors under `<prefix>.<field>`, the rest JSON metadata; the class is
+Tensor fields become tensors under `<prefix>.<field>`, pydantic fields their JSON, the rest JSON metadata; the class is
 recorded by module and name, so any quantized-weight record a method returns round-trips
 without this module knowing it.
 """
@@ -8,27 +8,65 @@ without this module knowing it.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import importlib
 from typing import Any
 
 import torch
+from pydantic import BaseModel
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _class(path: str) -> type:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _plain(value: Any) -> Any:
+    """A pydantic model's field values as JSON: torch dtypes by name, enums by value (its own dumps leave some fields out)."""
+    if isinstance(value, torch.dtype):
+        return {"torch_dtype": str(value).removeprefix("torch.")}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _unplain(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"torch_dtype"}:
+            return getattr(torch, value["torch_dtype"])
+        return {k: _unplain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unplain(v) for v in value]
+    return value
 
 
 def record_to_unit(prefix: str, record: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    tensors, meta = {}, {"class": f"{type(record).__module__}:{type(record).__qualname__}", "fields": {}}
+    """Tensor fields as tensors; pydantic fields (e.g. compressed-tensors' QuantizationArgs) as their JSON; the rest as is."""
+    tensors, meta = {}, {"class": _class_path(type(record)), "fields": {}, "models": {}}
     for f in dataclasses.fields(record):
         value = getattr(record, f.name)
         if isinstance(value, torch.Tensor):
             tensors[f"{prefix}.{f.name}"] = value
+        elif isinstance(value, BaseModel):
+            meta["models"][f.name] = {"class": _class_path(type(value)), "value": _plain({k: getattr(value, k) for k in type(value).model_fields})}
         else:
             meta["fields"][f.name] = value
     return tensors, meta
 
 
 def record_from_unit(prefix: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Any:
-    module, _, name = meta["class"].partition(":")
-    cls = getattr(importlib.import_module(module), name)
+    cls = _class(meta["class"])
     values = dict(meta["fields"])
+    for name, model in meta.get("models", {}).items():
+        values[name] = _class(model["class"]).model_validate(_unplain(model["value"]))
     for f in dataclasses.fields(cls):
         key = f"{prefix}.{f.name}"
         if key in tensors:

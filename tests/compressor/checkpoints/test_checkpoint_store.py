@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from compressor.checkpoints import CheckpointStore, Fingerprint
@@ -107,3 +108,21 @@ def test_optimizer_state_round_trips_so_the_next_step_is_identical(tmp_path):
         model(x).square().sum().backward()
         opt.step()
     assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+
+
+@pytest.mark.parametrize("fmt", ["fp8", "nvfp4", "mxfp4"])
+def test_float_quantized_weight_round_trips_bit_exactly(tmp_path, fmt):
+    """Float formats carry compressed-tensors' QuantizationArgs (a pydantic model) and fp8 scales."""
+    from compressor.quant.quantizer import quantize_weight_rtn as quantize
+
+    torch.manual_seed(0)
+    cfg = {"fp8": {"bits": 8, "format": "fp8", "strategy": "channel"},
+           "nvfp4": {"bits": 4, "format": "nvfp4", "strategy": "group", "group_size": 16},
+           "mxfp4": {"bits": 4, "format": "mxfp4", "strategy": "group", "group_size": 32}}[fmt]
+    q = quantize(torch.randn(8, 64), WeightQuantConfig(**cfg))
+    tensors, meta = record_to_unit("mlp.up_proj", q)
+    CheckpointStore(tmp_path, fingerprint()).save("u", tensors, {"q": meta})
+    unit = CheckpointStore(tmp_path, fingerprint()).load("u")
+    back = record_from_unit("mlp.up_proj", unit.tensors, unit.meta["q"])
+    assert type(back) is type(q) and back.args == q.args and back.format == q.format
+    assert torch.equal(back.dequantize(), q.dequantize()) and torch.equal(back.scale.float(), q.scale.float())
