@@ -31,7 +31,7 @@ from compressor.export.compressed_tensors_format import (
     group_size_problems,
     quantized_bits_per_weight,
 )
-from compressor.export.format import library_versions
+from compressor.export.format import library_versions, read_manifest
 from compressor.models.adapter import adapter_for
 from compressor.models.compatibility import check_recipe_against_model
 from compressor.machine import machine_info
@@ -166,7 +166,7 @@ def run(
 
     adapter.restore_checkpoint_layout(model)  # e.g. Phi-3's split projections fused back, as its checkpoint stores them
     artifacts: list[Path] = []
-    checkpoint_bytes = None
+    checkpoint_bytes = engines = None
     if recipe.export.format == "compressed-tensors":
         prog.stage = "export"
         prog.emit("stage_start", "writing compressed-tensors checkpoint")
@@ -174,6 +174,7 @@ def run(
             manifest_info = {**job_info(spec.model, recipe).model_dump(mode="json"), "machine": machine.model_dump(mode="json")}
             artifacts = export_compressed_tensors(model, tokenizer, out_dir / CHECKPOINT_DIR, manifest_info)
         checkpoint_bytes = sum(p.stat().st_size for p in artifacts)
+        engines = read_manifest(out_dir / CHECKPOINT_DIR).get("engine_support")
 
     scores = evaluate(ctx, reference, meter) if recipe.eval.datasets else EvalScores()
 
@@ -194,6 +195,7 @@ def run(
         sections=ctx.report_sections,
         machine=machine,
         resume=resume_section(checkpoints.info) if resume_dir is not None else None,
+        engines=engines,
     )
     report_json = report.model_dump(mode="json")
     (out_dir / "report.json").write_text(json.dumps(report_json, indent=2) + "\n")

@@ -121,10 +121,18 @@ class ResumeSection(ReportModel):
     checkpoint_peak_bytes: int
 
 
+class EngineRow(ReportModel):
+    """Whether one engine serves the exported checkpoint (the manifest's `engine_support`, `compressor/export/engines.py`)."""
+
+    serves: bool
+    path: str | None = Field(None, description="what the engine runs (e.g. its kernel family)")
+    reason: str | None = Field(None, description="why not, or what it gives up")
+
+
 class Report(ReportModel):
     """Everything report.json holds."""
 
-    OMIT_WHEN_NONE = frozenset({"qsur", "sparsity", "training", "machine", "resume"})
+    OMIT_WHEN_NONE = frozenset({"qsur", "sparsity", "training", "machine", "resume", "engines"})
     job: JobInfo
     versions: dict[str, str]
     perplexity: dict[str, dict[str, float]] = Field(description="'original' and 'compressed' → dataset → perplexity")
@@ -140,6 +148,7 @@ class Report(ReportModel):
     peak_rss_mb: float
     machine: MachineInfo | None = Field(None, description="CPU model, ISA flags, threads, GPU: float results differ between machines")
     resume: ResumeSection | None = None
+    engines: dict[str, EngineRow] | None = Field(None, description="engine (transformers, vllm-ampere/-hopper/-blackwell) → serves?")
 
 
 def resume_section(info: Any) -> ResumeSection:
@@ -174,6 +183,7 @@ def build_report(
     sections: dict[str, Any],
     machine: MachineInfo | None = None,
     resume: ResumeSection | None = None,
+    engines: dict[str, Any] | None = None,
 ) -> Report:
     """The job's report from what the pipeline measured.
 
@@ -198,4 +208,5 @@ def build_report(
         peak_rss_mb=max((c.peak_rss_mb for c in costs.values()), default=0.0),
         machine=machine,
         resume=resume,
+        engines=engines,
     )

@@ -115,6 +115,16 @@ def _machine_and_resume(report: dict) -> str:
     return out
 
 
+def _engines(report: dict) -> str:
+    """Which engines serve the checkpoint and why not: the export's one rule table."""
+    engines = report.get("engines")
+    if not engines:
+        return ""
+    rows = [(_esc(name), "yes" if e["serves"] else "no", _esc(e.get("path") or "—"), _esc(e.get("reason") or ""))
+            for name, e in engines.items()]
+    return "<h2>Serving engines</h2>" + _table(["engine", "serves", "path", "why not / note"], rows)
+
+
 def _perplexity(report: dict) -> str:
     ppl = report.get("perplexity") or {}
     orig, comp = ppl.get("original") or {}, ppl.get("compressed") or {}
@@ -258,7 +268,7 @@ def _recipe(report: dict) -> str:
     return f"<h2>Recipe</h2><pre>{_esc(text)}</pre>"
 
 
-SECTIONS = [_header, _machine_and_resume, _perplexity, _size, _stages, _layers, _qsur, _sparsity, _recipe]
+SECTIONS = [_header, _machine_and_resume, _perplexity, _size, _engines, _stages, _layers, _qsur, _sparsity, _recipe]
 
 
 def write_report_html(report: Report | dict[str, Any], path: Path) -> None:

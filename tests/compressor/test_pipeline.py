@@ -42,6 +42,9 @@ def test_rtn_job_writes_report_and_checkpoint(model_store, tmp_path):
     for f in manifest["files"]:
         assert sha256_file(tmp_path / "checkpoint" / f["name"]) == f["sha256"]
     assert manifest["engines"]["vllm"] is True
+    assert set(report["engines"]) == {"transformers", "vllm-ampere", "vllm-hopper", "vllm-blackwell"}
+    assert report["engines"] == manifest["engine_support"] and report["engines"]["transformers"]["serves"] is True
+    assert report["machine"]["threads"] >= 1 and report["machine"]["aten_cpu_capability"]
     assert (tmp_path / "report.html").read_text().count("<img") >= 1
     assert sum(e.kind == "layer" for e in events) == 30
     assert result.report == report

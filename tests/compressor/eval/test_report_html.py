@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from compressor.eval.report import JobInfo, LayerError, QSURRow, Report, ResumeSection, SizeInfo, SparsitySection, StageReport
+from compressor.eval.report import EngineRow, JobInfo, LayerError, QSURRow, Report, ResumeSection, SizeInfo, SparsitySection, StageReport
 from compressor.machine import MachineInfo
 from compressor.eval.report_html import write_report_html
 
@@ -54,6 +54,8 @@ def full_report() -> Report:
                             device="cpu"),
         resume=ResumeSection(attempt=2, resumed_from="stage 1/1 quantize at layer 17 of 30", units_reused=17,
                              seconds_saved=321.5, checkpoint_bytes_written=12345, checkpoint_peak_bytes=99999),
+        engines={"transformers": EngineRow(serves=True, path="compressed-tensors decompress"),
+                 "vllm-hopper": EngineRow(serves=False, reason="W4A8Fp8 needs group_size 128")},
     )
 
 
@@ -92,7 +94,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, _Collector]
 def test_full_report_renders_every_section(rendered: tuple[str, _Collector]) -> None:
     page, parsed = rendered
     text = " ".join(parsed.text)
-    for heading in ["Machine", "Checkpoints and resume", "Perplexity", "Size", "Stages", "Per-layer relative error", "QSUR",
+    for heading in ["Machine", "Checkpoints and resume", "Perplexity", "Size", "Serving engines", "Stages", "Per-layer relative error", "QSUR",
                     "Sparsity", "Recipe"]:
         assert f"<h2>{heading}</h2>" in page
     for number in ["17.31", "18.94", "21.75", "24.06", "0.0731", "0.0913"]:
@@ -105,6 +107,7 @@ def test_full_report_renders_every_section(rendered: tuple[str, _Collector]) -> 
     assert "0.5025" in text and "4096" in text  # the sparsity section's mean and eval tokens
     assert "Test CPU 9000" in text and "avx2 fma" in text and "AVX2" in text
     assert "stage 1/1 quantize at layer 17 of 30" in text and "321.5" in text and "99999" in text
+    assert "vllm-hopper" in text and "W4A8Fp8 needs group_size 128" in text
 
 
 def test_sparsity_chart_is_about_activations(rendered: tuple[str, _Collector]) -> None:
