@@ -150,7 +150,8 @@ def test_delete_only_by_its_importer_and_not_while_jobs_use_it(api: ModelsApi) -
     r = api.client.delete("/v1/models/mine", headers=api.bob)
     assert r.status_code == 403 and "only that key may delete it" in r.json()["detail"]
     api.client.app.state.executor.stop()  # no worker picks up the compression job below
-    using = api.client.post("/v1/jobs", headers=api.bob, json={"model": "mine", "recipe": "w4a16-rtn"}).json()
+    per_channel = {"stages": [{"quantize": {"weights": {"bits": 4, "strategy": "channel"}}}]}  # fits the tiny widths
+    using = api.client.post("/v1/jobs", headers=api.bob, json={"model": "mine", "recipe": per_channel}).json()
     r = api.client.delete("/v1/models/mine", headers=api.alice)
     assert r.status_code == 409 and using["id"] in r.json()["detail"]
     api.client.post(f"/v1/jobs/{using['id']}/cancel", headers=api.bob)
