@@ -28,7 +28,6 @@ from compressor.eval.report_html import write_report_html
 from compressor.eval.resources import CostMeter
 from compressor.export.compressed_tensors_format import (
     export_compressed_tensors,
-    group_size_problems,
     quantized_bits_per_weight,
 )
 from compressor.export.format import library_versions, read_manifest
@@ -39,7 +38,7 @@ from compressor.models.store import ModelStore
 from compressor.paths import compressor_home
 from compressor.progress import CancelCheck, Progress, ProgressHook
 from compressor.registry import stage_handler
-from compressor.spec import AffineQuantConfig, JobSpec, QuantizeConfig
+from compressor.spec import JobSpec
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -58,27 +57,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _check_group_sizes(ctx: CompressionContext) -> None:
-    """Refuse an export the format cannot hold before any long computation starts.
-
-    The one recipe rule that needs the model (its linear widths), so it runs after loading, not in `Recipe`.
-    """
-    if ctx.recipe.export.format != "compressed-tensors":
-        return
-    names = ctx.adapter.linear_names(ctx.model)
-    for index, cfg in enumerate(ctx.recipe.stage_configs()):
-        weights = cfg.weights if isinstance(cfg, (QuantizeConfig, AffineQuantConfig)) else None
-        if weights is not None and weights.strategy == "group":
-            problems = group_size_problems(ctx.model, weights.group_size, names)
-            if problems:
-                shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
-                raise ValueError(
-                    f"recipe.stages[{index}].{cfg.stage}.weights.group_size {weights.group_size} does not divide the input "
-                    f"width of {len(problems)} linears, which compressed-tensors cannot store: {shown}. "
-                    f"Choose a group size that divides them, or set export.format: none for a fake-quant evaluation."
-                )
 
 
 def run_stages(ctx: CompressionContext, meter: CostMeter) -> list[dict[str, Any]]:
@@ -155,7 +133,6 @@ def run(
         want_reference = recipe.eval.original or recipe.eval.kl
         reference = copy.deepcopy(model) if want_reference and recipe.eval.datasets else None
     ctx = CompressionContext(model, tokenizer, adapter, recipe, prog, data_dir=home / "data", checkpoints=checkpoints)
-    _check_group_sizes(ctx)
     where = checkpoints.resume_point([c.stage for c in recipe.stage_configs()], adapter.num_layers)
     if where:
         checkpoints.info.resumed_from = where

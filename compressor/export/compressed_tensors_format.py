@@ -61,17 +61,6 @@ def _embeddings_tied(model: nn.Module) -> bool:
     return head.weight.shape == emb.weight.shape and bool(torch.equal(head.weight, emb.weight))
 
 
-def group_size_problems(model: nn.Module, group_size: int, linear_names: list[str]) -> list[str]:
-    """Linears whose input width `group_size` does not divide, with the divisors that would."""
-    problems = []
-    for name in linear_names:
-        cols = model.get_submodule(name).in_features
-        if cols % group_size:
-            divisors = [g for g in (16, 32, 64, 128, 256) if cols % g == 0]
-            problems.append(f"{name} (in_features {cols}; group sizes that divide it: {divisors})")
-    return problems
-
-
 def _signed(codes: torch.Tensor, zero: torch.Tensor, q: QuantizedWeight) -> tuple[torch.Tensor, torch.Tensor]:
     """Codes and zero points in the signed int range compressed-tensors stores."""
     if q.symmetric:

@@ -21,6 +21,7 @@ from compressor.quant.quantizer import (
     int_range,
     quantize_codes,
     round_ste,
+    STORED_SCALE_DTYPE,
     scale_zero_from_range,
     weight_group_size,
 )
@@ -50,7 +51,8 @@ class LearnableClipping(nn.Module):
     def scale_zero(self, grouped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-(row, group) scale and zero point of the clipped range (differentiable in the factors)."""
         upper, lower = self._factors()
-        return scale_zero_from_range(grouped.amin(dim=-1) * lower, grouped.amax(dim=-1) * upper, self.cfg.bits, self.cfg.symmetric)
+        scale, zero = scale_zero_from_range(grouped.amin(dim=-1) * lower, grouped.amax(dim=-1) * upper, self.cfg.bits, self.cfg.symmetric)
+        return scale.to(STORED_SCALE_DTYPE).float(), zero  # as RTN and GPTQ: codes are rounded against the scale stored
 
     def fake_quantize(self, w: torch.Tensor) -> torch.Tensor:
         """Quantize-dequantize `w` with straight-through rounding (for training)."""
