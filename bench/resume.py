@@ -8,7 +8,7 @@ time), checkpoint bytes on disk at the kill, and that the resumed model.safetens
 uninterrupted run's sha256. Evaluation is off (the job is the GPTQ stage and the export),
 so the times are the quantization's.
 
-    .venv/bin/python bench/resume.py [--recipe w4a16-gptq] [--fractions 0.5 0.75 0.9]
+    .venv/bin/python bench/resume.py [--recipe w4a16-gptq] [--fractions 0.5 0.75 0.9] [--samples N]
 """
 
 from __future__ import annotations
@@ -57,9 +57,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="w4a16-gptq")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.5, 0.75, 0.9])
+    parser.add_argument("--samples", type=int, default=None, help="calibration chunks (default: the recipe's, 128)")
     args = parser.parse_args()
     recipe = load_recipe(args.recipe).model_dump(mode="json")
     recipe["eval"] = {**recipe["eval"], "datasets": []}
+    if args.samples:
+        recipe["calibration"] = {**recipe["calibration"], "samples": args.samples}
     with tempfile.TemporaryDirectory() as tmp:
         recipe_file = Path(tmp) / "recipe.json"
         recipe_file.write_text(json.dumps(recipe))
@@ -89,7 +92,7 @@ def main() -> None:
                 "same_sha256": sha256_file(out / "checkpoint" / "model.safetensors") == fresh_sha,
             })
             print(json.dumps(rows[-1]), flush=True)
-    result = {"recipe": args.recipe, "eval": "off", "layers": LAYERS, "fresh_sha256": fresh_sha,
+    result = {"recipe": args.recipe, "calibration": recipe["calibration"], "eval": "off", "layers": LAYERS, "fresh_sha256": fresh_sha,
               "fresh_seconds": round(fresh_s, 1), "fresh_cpu_seconds": round(fresh_cpu, 1), "machine": machine_info().model_dump(mode="json"), "rows": rows,
               "note": "wall times of whole `compressor run` processes (import, load, GPTQ, export) on a shared machine"}
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
