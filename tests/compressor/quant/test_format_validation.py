@@ -16,6 +16,13 @@ def refusal(quantize: dict) -> str:
     return str(info.value)
 
 
+def refused_fields(message: str, part: str) -> list[str]:
+    """The fields a refusal names: '<part>: <field>: why; <field>: why' → [field, ...]."""
+    body = message.split("Value error, ", 1)[1].split(" [type=", 1)[0]
+    assert body.startswith(f"{part}: "), body
+    return [problem.split(":", 1)[0] for problem in body.removeprefix(f"{part}: ").split("; ")]
+
+
 @pytest.mark.parametrize("weights, field, allowed", [
     ({**NVFP4, "group_size": 32}, "group_size", "group_size 16"),
     ({"format": "mxfp4", "bits": 4, "strategy": "group", "group_size": 16}, "group_size", "group_size 32"),
@@ -28,7 +35,7 @@ def refusal(quantize: dict) -> str:
 ])
 def test_weight_shapes_a_format_cannot_hold_are_refused(weights, field, allowed):
     message = refusal({"weights": weights})
-    assert f"weights: {field}:" in message or f"; {field}:" in message
+    assert field in refused_fields(message, "weights")
     assert allowed in message
 
 
@@ -40,7 +47,7 @@ def test_weight_shapes_a_format_cannot_hold_are_refused(weights, field, allowed)
 ])
 def test_activation_shapes_a_format_cannot_hold_are_refused(activations, field):
     message = refusal({"weights": None, "activations": activations})
-    assert f"activations: {field}:" in message or f"; {field}:" in message
+    assert field in refused_fields(message, "activations")
 
 
 def test_fp8_kv_cache_is_8_bit_symmetric():
