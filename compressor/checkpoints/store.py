@@ -162,7 +162,7 @@ class CheckpointStore:
         """Record unit `key`; with `replaces`, units whose key starts with it are dropped afterwards."""
         if self.folder is None:
             return
-        name = f"{len(self._units):05d}-{time.time_ns()}.safetensors"
+        name = f"{time.time_ns():020d}.safetensors"  # ordered by time of writing: `latest` compares names
         path = self.folder / UNITS_DIR / name
         size = 0
         if tensors:

@@ -32,7 +32,7 @@ def test_units_survive_a_reopen_and_count_as_reused(tmp_path):
 def test_a_file_the_journal_does_not_list_is_dropped(tmp_path):
     """A kill between writing a unit's file and the journal leaves a file nobody trusts."""
     CheckpointStore(tmp_path, fingerprint()).save("s0:layer:00000", {"w": torch.ones(2)})
-    stray = tmp_path / UNITS_DIR / "00001-123.safetensors"
+    stray = tmp_path / UNITS_DIR / "00000000000000000123.safetensors"
     stray.write_bytes(b"half a file")
     store = CheckpointStore(tmp_path, fingerprint())
     assert not stray.exists() and store.keys() == ["s0:layer:00000"]
