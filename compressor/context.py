@@ -28,6 +28,8 @@ class CompressionContext:
     report_sections: dict[str, Any] = field(default_factory=dict)  # extra report.json sections (qsur, ...)
     stage_index: int = 0  # index of the stage now running
     checkpoints: CheckpointStore = field(default_factory=lambda: CheckpointStore(None))  # resume state (none: off)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where the job's stages run
+    dtype: torch.dtype = torch.float32  # working dtype of the weights (delicate math keeps its own precision)
     _calibration: torch.Tensor | None = None
 
     def calibration_tokens(self) -> torch.Tensor:
@@ -35,7 +37,7 @@ class CompressionContext:
         if self._calibration is None:
             cal = self.recipe.calibration
             text = load_text(cal.dataset, "calibration", self.data_dir)
-            self._calibration = calibration_chunks(self.tokenizer, text, cal.samples, cal.seqlen)
+            self._calibration = calibration_chunks(self.tokenizer, text, cal.samples, cal.seqlen).to(self.device)
         return self._calibration
 
     def unit_key(self, kind: str, number: int) -> str:

@@ -129,10 +129,22 @@ class EngineRow(ReportModel):
     reason: str | None = Field(None, description="why not, or what it gives up")
 
 
+class ExecutionSection(ReportModel):
+    """Where the job ran and what memory it needed: the estimate made before loading beside the measured peak."""
+
+    OMIT_WHEN_NONE = frozenset({"estimate_peak_mb", "peak_device_mb"})
+    device: str = Field(description="cpu, or cuda:N with the GPU's name in `machine`")
+    dtype: str = Field(description="working dtype of the weights")
+    layers: str = Field(description="resident (whole model on the device) or sequential (one decoder layer at a time)")
+    estimate_peak_mb: float | None = Field(None, description="peak memory estimated from the model's config and the recipe before loading")
+    measured_peak_mb: float = Field(description="measured peak resident memory of the job process (CPU) ")
+    peak_device_mb: float | None = Field(None, description="peak memory allocated on the GPU")
+
+
 class Report(ReportModel):
     """Everything report.json holds."""
 
-    OMIT_WHEN_NONE = frozenset({"qsur", "sparsity", "training", "machine", "resume", "engines"})
+    OMIT_WHEN_NONE = frozenset({"qsur", "sparsity", "training", "machine", "resume", "engines", "execution"})
     job: JobInfo
     versions: dict[str, str]
     perplexity: dict[str, dict[str, float]] = Field(description="'original' and 'compressed' → dataset → perplexity")
@@ -149,6 +161,7 @@ class Report(ReportModel):
     machine: MachineInfo | None = Field(None, description="CPU model, ISA flags, threads, GPU: float results differ between machines")
     resume: ResumeSection | None = None
     engines: dict[str, EngineRow] | None = Field(None, description="engine (transformers, vllm-ampere/-hopper/-blackwell) → serves?")
+    execution: ExecutionSection | None = None
 
 
 def resume_section(info: Any) -> ResumeSection:
@@ -184,6 +197,7 @@ def build_report(
     machine: MachineInfo | None = None,
     resume: ResumeSection | None = None,
     engines: dict[str, Any] | None = None,
+    execution: ExecutionSection | None = None,
 ) -> Report:
     """The job's report from what the pipeline measured.
 
@@ -209,4 +223,5 @@ def build_report(
         machine=machine,
         resume=resume,
         engines=engines,
+        execution=execution,
     )

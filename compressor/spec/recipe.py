@@ -56,6 +56,20 @@ class ExportConfig(StrictModel):
     )
 
 
+class ExecutionConfig(StrictModel):
+    """Where the job's tensors live while it runs; the device itself is the worker's (`COMPRESSOR_DEVICE`)."""
+
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="working dtype of the weights: auto = bfloat16 on a GPU, float32 on the CPU"
+    )
+    layers: Literal["auto", "resident", "sequential"] = Field(
+        "auto",
+        description="resident: the whole model on the device; sequential: one decoder layer on the device at a time, "
+        "the rest in its safetensors shards or in files of finished layers (models bigger than the device); "
+        "auto: sequential when the resident model would not fit",
+    )
+
+
 class Recipe(StrictModel):
     """An ordered list of stages plus the calibration, evaluation and export settings."""
 
@@ -65,6 +79,7 @@ class Recipe(StrictModel):
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
     @model_validator(mode="after")
