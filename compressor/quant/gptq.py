@@ -52,13 +52,18 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, cfg: WeightQuantC
         scale[:], zero[:] = s.double(), z.double()
 
     perm = torch.argsort(torch.diag(H), descending=True) if cfg.gptq_act_order else torch.arange(cols)
-    W, H = W[:, perm], H[perm][:, perm]
+    if cfg.gptq_act_order:  # without act-order the permutation is the identity: no [cols, cols] copies
+        W, H = W[:, perm], H[perm][:, perm]
     group_of = perm // g  # original group of each permuted column
 
     damp = cfg.gptq_dampening * torch.mean(torch.diag(H))
-    H += damp * torch.eye(cols, dtype=torch.float64)
+    H.diagonal().add_(damp)
+    # one [cols, cols] float64 matrix alive beside the next at each step (down_proj of an 8B model: 1.6 GB each)
     L = torch.linalg.cholesky(H)
-    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
+    del H
+    Hinv = torch.cholesky_inverse(L)
+    del L
+    Hinv = torch.linalg.cholesky(Hinv, upper=True)
 
     codes = torch.zeros(rows, cols, dtype=torch.float64)
     bs = cfg.gptq_block_size
