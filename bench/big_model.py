@@ -11,7 +11,7 @@ and RTN W4A16 g128, both with `execution.layers: sequential` and a small wiki ev
 Each process's peak RSS (VmHWM: interpreter and imports included) is reported against the
 fp32 model size, with seconds per decoder layer from the job's own report.
 
-    python bench/big_model.py [--work DIR] [--samples 8] [--methods gptq rtn] [--out bench/results/big_model.json]
+    python bench/big_model.py [--work DIR] [--samples 8] [--methods rtn gptq] [--layers 28] [--out bench/results/big_model.json]
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=REPO / ".cache" / "bench-big-model")
     ap.add_argument("--samples", type=int, default=8)
-    ap.add_argument("--methods", nargs="+", default=["gptq", "rtn"], choices=["gptq", "rtn"])
+    ap.add_argument("--methods", nargs="+", default=["rtn", "gptq"], choices=["gptq", "rtn"])
     ap.add_argument("--layers", type=int, default=LLAMA32_3B["num_hidden_layers"], help="fewer decoder layers for a smoke run")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "big_model.json")
     args = ap.parse_args()
@@ -174,11 +174,16 @@ def main() -> None:
             }
             print(json.dumps(result["runs"][method], indent=2), file=sys.stderr, flush=True)
             shutil.rmtree(out, ignore_errors=True)
+            _write(args.out, result)  # each method's numbers as soon as it has them
     finally:
         shutil.rmtree(args.work, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    _write(args.out, result)
     print(json.dumps(result, indent=2))
+
+
+def _write(path: Path, result: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -76,7 +76,9 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, cfg: WeightQuantC
             col = i1 + i
             grp = int(group_of[col])
             if not static and col % g == 0:  # parameters of a new group from its current (updated) weights
-                block = torch.cat([W1[:, i:], W[:, i2:]], dim=1)[:, :g]
+                block = W1[:, i : i + g]  # the group's columns: the rest of this block, then the next ones
+                if block.shape[1] < g:
+                    block = torch.cat([block, W[:, i2 : i2 + g - block.shape[1]]], dim=1)
                 s, z = weight_scale_zero(block.float(), per_group_cfg)
                 scale[:, grp], zero[:, grp] = s[:, 0].double(), z[:, 0].double()
             w = W1[:, i]
