@@ -30,6 +30,7 @@ class ResidentLayers:
     """The whole model is on the device: walking is iteration, onloading is nothing."""
 
     sequential = False
+    spill_dir: Path | None = None  # where calibration activations too big for memory go (None: they stay in memory)
 
     def __init__(self, model: nn.Module, adapter: DecoderAdapter):
         self.model, self.adapter = model, adapter
@@ -61,6 +62,7 @@ class SequentialLayers(ResidentLayers):
         self.source_dir, self.work_dir = Path(source_dir), Path(work_dir)
         self.device, self.dtype, self.tied = device, dtype, tied
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.spill_dir = self.work_dir
         self._names = {id(m): n for n, m in model.named_modules()}
         self._written: set[int] = set()
 

@@ -7,6 +7,7 @@ same calibration activations, and the weights read from the shards are the store
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -124,3 +125,18 @@ def test_shard_writer_splits_and_indexes_what_one_file_would_hold(tmp_path):
                 assert torch.equal(read.get_tensor(name), t)
     with pytest.raises(ValueError, match="written twice"):
         many.add({"layers.0.weight": tensors["layers.0.weight"]})
+
+
+def test_calibration_activations_spilled_to_disk_change_no_bit(tiny4_store, tmp_path, monkeypatch):
+    """Activations bigger than memory allows live in unlinked files in the work folder; the checkpoint is the same."""
+    import compressor.execution.layer_inputs as layer_inputs
+
+    weights = {"bits": 4, "strategy": "group", "group_size": 16, "method": "gptq"}
+    run(_job(weights, "resident"), tmp_path / "resident", home=tiny4_store)
+    files = []
+    real = torch.from_file
+    monkeypatch.setattr(layer_inputs, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(torch, "from_file", lambda path, *a, **k: files.append(path) or real(path, *a, **k))
+    run(_job(weights, "sequential"), tmp_path / "spilled", home=tiny4_store)
+    assert len(files) > 4 and all(Path(f).parent == tmp_path / "spilled" / ".layers" for f in files)
+    assert sha256_file(tmp_path / "resident" / "checkpoint" / "model.safetensors") == sha256_file(tmp_path / "spilled" / "checkpoint" / "model.safetensors")
