@@ -87,14 +87,16 @@ def stage_order_problems(stages: Sequence[StrictModel], calibration_samples: int
 def sequential_stage_problems(stages: Sequence[StrictModel]) -> list[str]:
     """What keeps a recipe from running one decoder layer at a time (`execution.layers: sequential`).
 
-    Sequential execution covers the stages that work layer by layer and leave the embedding
-    and head as stored; the others need the whole model at once.
+    Sequential execution covers the stages that work layer by layer (the embedding and head
+    on their own, after the layers); the others need the whole model at once.
     """
     problems = []
     for index, cfg in enumerate(stages):
         where = _at(index, cfg)
+        if isinstance(cfg, HadamardConfig):
+            continue
         if not isinstance(cfg, QuantizeConfig):
-            problems.append(f"{where}: this method works on the whole model; one layer at a time runs: quantize (rtn, gptq)")
+            problems.append(f"{where}: this method works on the whole model; one layer at a time runs: hadamard, quantize (rtn, gptq)")
             continue
         if cfg.activations is not None and cfg.activations.static:
             problems.append(f"{where}.activations: static scales are calibrated through the whole model; use dynamic scales")

@@ -48,6 +48,24 @@ def test_sequential_and_resident_jobs_write_identical_checkpoints(tiny4_store, t
     assert not (tmp_path / "sequential" / ".layers").exists()  # the finished layers' states are gone with the job
 
 
+def test_sequential_hadamard_w4a4kv4_job_matches_resident(tiny4_store, tmp_path):
+    """Rotations fused a layer at a time, embedding and head rewritten on their own, online R3/R4 exported from the walk;
+    KL against the original head read back from the shards."""
+    stages = [{"hadamard": {"seed": 0}}, {"quantize": {
+        "weights": {"bits": 4, "symmetric": True, "strategy": "channel", "method": "gptq"},
+        "activations": {"bits": 4, "symmetric": False}, "kv_cache": {"bits": 4, "symmetric": False}}}]
+    job = lambda mode: JobSpec.model_validate({"model": "tiny4", "recipe": {  # noqa: E731
+        "stages": stages, "calibration": {"samples": 4, "seqlen": 64},
+        "eval": {"datasets": ["wiki"], "max_tokens": 512, "window": 128}, "execution": {"layers": mode}}})
+    a = run(job("resident"), tmp_path / "a", home=tiny4_store).report
+    b = run(job("sequential"), tmp_path / "b", home=tiny4_store).report
+    for name in ("model.safetensors", "config.json"):
+        assert sha256_file(tmp_path / "a" / "checkpoint" / name) == sha256_file(tmp_path / "b" / "checkpoint" / name)
+    config = json.loads((tmp_path / "b" / "checkpoint" / "config.json").read_text())
+    assert config["tie_word_embeddings"] is False and config["quantization_config"]["transform_config"]
+    assert a["perplexity"] == b["perplexity"] and a["kl"] == b["kl"] and b["kl"]["wiki"] > 0
+
+
 def test_activation_quantizers_set_on_layers_not_yet_loaded(tiny4_store, tmp_path):
     """Dynamic int8 activations on a layer a stage wrapped while it was on meta: read from the source under its new name."""
     job = lambda mode: _job({"bits": 8, "strategy": "channel"}, mode, quantize={"activations": {"bits": 8}})
@@ -58,8 +76,8 @@ def test_activation_quantizers_set_on_layers_not_yet_loaded(tiny4_store, tmp_pat
 
 
 def test_sequential_refuses_a_whole_model_method_by_name():
-    with pytest.raises(ValueError, match=r"stages\[0\]\.hadamard: this method works on the whole model"):
-        Recipe.model_validate({"stages": [{"hadamard": {}}, {"quantize": {"weights": {"bits": 4}}}],
+    with pytest.raises(ValueError, match=r"stages\[0\]\.ostquant: this method works on the whole model"):
+        Recipe.model_validate({"stages": [{"ostquant": {}}, {"quantize": {"weights": {"bits": 4}}}],
                                "execution": {"layers": "sequential"}})
     with pytest.raises(ValueError, match=r"stages\[0\]\.quantize\.kv_cache: fp8"):
         Recipe.model_validate({"stages": [{"quantize": {"kv_cache": {"format": "fp8", "bits": 8, "symmetric": True}}}],
