@@ -60,6 +60,10 @@ def _windows(ctx: CompressionContext, name: str) -> torch.Tensor:
     return eval_windows(ctx.tokenizer, load_text(name, "eval", ctx.data_dir), cfg.max_tokens, cfg.window).to(ctx.device)
 
 
+def _vocab(ctx: CompressionContext) -> int:
+    return ctx.adapter.lm_head(ctx.model).out_features
+
+
 def _hidden(ctx: CompressionContext, name: str, windows: torch.Tensor, what: str) -> torch.Tensor:
     def on_layer(done: int, total: int) -> None:
         ctx.progress.emit("step", f"{name} ({what}): layer {done}/{total}", fraction=done / total)
@@ -86,7 +90,7 @@ def measure_reference(ctx: CompressionContext, meter: CostMeter) -> Reference | 
             windows = _windows(ctx, name)
             hidden = _hidden(ctx, name, windows, "original")
             with ctx.layers.outer("head"):
-                scores = score_hidden(hidden, windows, lambda h: ctx.adapter.logits(ctx.model, h))
+                scores = score_hidden(hidden, windows, lambda h: ctx.adapter.logits(ctx.model, h), _vocab(ctx))
         side = ReferenceSide(scores.nll_sum, scores.tokens, hidden if cfg.kl else None)
         ctx.checkpoints.save(f"reference:{name}", {"hidden": hidden} if cfg.kl else {},
                              {"nll_sum": side.nll_sum, "tokens": side.tokens}, seconds=cost.seconds)
@@ -116,7 +120,7 @@ def evaluate(ctx: CompressionContext, reference: Reference | None, meter: CostMe
             hidden = _hidden(ctx, name, windows, "compressed")
             with ctx.layers.outer("head"), _reference_head(ctx, reference) as head:
                 scores = score_hidden(
-                    hidden, windows, lambda h: ctx.adapter.logits(ctx.model, h),
+                    hidden, windows, lambda h: ctx.adapter.logits(ctx.model, h), _vocab(ctx),
                     reference_hidden=side.hidden if side is not None else None,
                     reference_logits=lambda h: ctx.adapter.logits(ctx.model, h, head=head),
                     on_window=on_window,

@@ -3,8 +3,8 @@
 Each window is scored on its own (no context carried over), predicting tokens 2..window
 from their prefixes. KL(original ‖ compressed) is averaged over the same predicted tokens,
 with full-vocabulary softmaxes, so it sees changes perplexity can hide. Softmaxes are taken
-`CHUNK_TOKENS` positions at a time, so memory holds a few vocabulary-wide rows, not a
-batch's worth.
+a few positions at a time (`CHUNK_VALUES` logits per tensor: 128 positions of a 128k
+vocabulary), so memory holds a few vocabulary-wide rows, not a batch's worth.
 
 Two entries: `score_windows` runs any causal LM on token windows (reloaded checkpoints,
 benchmarks); `score_hidden` scores final hidden states the job computed layer by layer,
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CHUNK_TOKENS = 512
+CHUNK_VALUES = 2**24  # logits per softmax chunk (64 MB in fp32); KL keeps about six such tensors alive
 
 Logits = Callable[[torch.Tensor], torch.Tensor]  # final hidden states [tokens, hidden] -> logits [tokens, vocab]
 
@@ -47,11 +47,12 @@ class WindowScores:
 
 
 def _accumulate(scores: WindowScores, logits_q: Callable[[slice], torch.Tensor], targets: torch.Tensor,
-                logits_p: Callable[[slice], torch.Tensor] | None = None) -> None:
+                logits_p: Callable[[slice], torch.Tensor] | None, vocab_size: int) -> None:
     """Add the NLL (and, with `logits_p`, the reference NLL and KL) of predicting `targets`, a chunk of positions at a time."""
     n = targets.numel()
-    for start in range(0, n, CHUNK_TOKENS):
-        rows = slice(start, min(start + CHUNK_TOKENS, n))
+    chunk = max(1, CHUNK_VALUES // vocab_size)
+    for start in range(0, n, chunk):
+        rows = slice(start, min(start + chunk, n))
         logq = F.log_softmax(logits_q(rows).float(), dim=-1)
         scores.nll_sum += F.nll_loss(logq, targets[rows], reduction="sum").item()
         if logits_p is not None:
@@ -73,7 +74,7 @@ def score_windows(
     for start in range(0, windows.shape[0], batch_size):
         batch = windows[start : start + batch_size]
         logits = model(batch, use_cache=False).logits[:, :-1].flatten(0, 1)
-        _accumulate(scores, lambda rows: logits[rows], batch[:, 1:].reshape(-1).to(logits.device))
+        _accumulate(scores, lambda rows: logits[rows], batch[:, 1:].reshape(-1).to(logits.device), None, logits.shape[-1])
         if on_batch is not None:
             on_batch(min(start + batch_size, windows.shape[0]), windows.shape[0])
     return scores
@@ -84,11 +85,15 @@ def score_hidden(
     hidden: torch.Tensor,
     windows: torch.Tensor,
     logits: Logits,
+    vocab_size: int,
     reference_hidden: torch.Tensor | None = None,
     reference_logits: Logits | None = None,
     on_window: Callable[[int, int], None] | None = None,
 ) -> WindowScores:
-    """NLL of final-norm hidden states `hidden` [n, L, H] of `windows` [n, L]; with a reference, its NLL and the KL to it."""
+    """NLL of final-norm hidden states `hidden` [n, L, H] of `windows` [n, L]; with a reference, its NLL and the KL to it.
+
+    `vocab_size` (the logits' width) sets how many positions one softmax chunk holds.
+    """
     scores = WindowScores()
     n = windows.shape[0]
     for i in range(n):
@@ -98,7 +103,7 @@ def score_hidden(
             assert reference_logits is not None
             h_ref = reference_hidden[i, :-1]
             logits_p = lambda rows, h_ref=h_ref: reference_logits(h_ref[rows])  # noqa: E731
-        _accumulate(scores, lambda rows, h=h: logits(h[rows]), targets, logits_p)
+        _accumulate(scores, lambda rows, h=h: logits(h[rows]), targets, logits_p, vocab_size)
         if on_window is not None:
             on_window(i + 1, n)
     return scores

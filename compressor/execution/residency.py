@@ -24,7 +24,7 @@ from compressor.execution.tensor_slots import tensor_slots, to_meta
 from compressor.models.adapter import DecoderAdapter, DecoderLayerParts
 from compressor.models.shards import open_shards
 
-OUTER_PARTS = ("embed", "head")
+OUTER_PARTS = ("embed", "head")  # the parts outside the decoder layers that sequential execution loads on demand
 
 
 class ResidentLayers:
@@ -191,8 +191,12 @@ class SequentialLayers(ResidentLayers):
             prefix = f"{self._names[id(parts.layer)]}."
             yield prefix, {f"{prefix}{k}": v for k, v in parts.layer.state_dict().items()}
         layer_prefixes = tuple(f"{self._names[id(layer)]}." for layer in self.adapter.decoder_layers(self.model))
-        with self.outer(*OUTER_PARTS):
-            yield "", {k: v for k, v in self.model.state_dict().items() if not k.startswith(layer_prefixes)}
+        head_prefix = f"{self._names[id(self.adapter.lm_head(self.model))]}."
+        with self.outer("embed"):  # then the embedding with the small rest (final norm), and the head on its own
+            yield "", {k: v for k, v in self.model.state_dict().items() if not k.startswith((*layer_prefixes, head_prefix))}
+        if not self.embeddings_tied():  # a tied head is the embedding: the exporter writes it once
+            with self.outer("head"):
+                yield "", {k: v for k, v in self.model.state_dict().items() if k.startswith(head_prefix)}
 
     def embeddings_tied(self) -> bool | None:
         """Tied as stored, unless a stage rewrote the embedding or head (rotations change them differently)."""

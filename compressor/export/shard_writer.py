@@ -1,7 +1,7 @@
 """Checkpoint tensors written as they are produced, in shards of bounded size.
 
 A model exported a layer at a time never holds its whole checkpoint in memory: tensors go to
-the current shard, which is written when it passes `max_shard_bytes`. A checkpoint that fits
+the current shard, which is written when it passes `max_shard_bytes` (1 GiB). A checkpoint that fits
 one shard is the single `model.safetensors` transformers and vLLM expect (same bytes as
 writing it at once); a bigger one is `model-0000i-of-0000N.safetensors` with the standard
 `model.safetensors.index.json`, which both load.
@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from compressor.models.shards import INDEX_FILE, SINGLE_FILE
 
-MAX_SHARD_BYTES = 2 * 2**30
+MAX_SHARD_BYTES = 2**30  # a pending shard is held in memory until written: this bounds what export adds
 METADATA = {"format": "pt"}
 
 
