@@ -26,6 +26,7 @@ from compressor.checkpoints.store import Observer
 from compressor.eval.report import EvalScores, Report, SizeInfo, build_report, job_info, resume_section
 from compressor.eval.report_html import write_report_html
 from compressor.eval.resources import CostMeter
+from compressor.execution.plan import execution_section, plan_execution
 from compressor.export.compressed_tensors_format import (
     export_compressed_tensors,
     quantized_bits_per_weight,
@@ -96,6 +97,7 @@ def run(
     resume_dir: Path | None = None,
     attempt: int | None = None,
     checkpoint_observer: Observer | None = None,
+    device: str | None = None,
 ) -> RunResult:
     """Run one compression job; writes the checkpoint, report.json and report.html under `out_dir`.
 
@@ -103,6 +105,8 @@ def run(
     reused by a later call with the same job (same fingerprint); the folder is emptied when
     the job succeeds. `attempt` numbers the try for the events (the service's attempt count);
     `checkpoint_observer` hears of every checkpoint write (the service mirrors them to S3).
+    `device` (`cpu`, `cuda:N`, `auto`; None: `COMPRESSOR_DEVICE`) is where every stage and the
+    evaluation run; the weights are loaded in the working dtype it implies (`recipe.execution.dtype`).
     """
     spec = JobSpec.model_validate(spec)
     recipe = spec.recipe
@@ -112,12 +116,13 @@ def run(
     problems = check_recipe_against_model(store.config(spec.model), recipe)  # the family and widths, before any weight loads
     if problems:
         raise ValueError(f"the recipe cannot run on {spec.model}:\n  " + "\n  ".join(problems))
+    plan = plan_execution(store.config(spec.model), recipe, device)  # an end-to-end job that cannot fit fails here
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prog = Progress(progress, should_cancel)
     meter = CostMeter()
     seed_everything(recipe.seed)
-    machine = machine_info()
+    machine = machine_info(plan.target.device)
     checkpoints = CheckpointStore(None)
     if resume_dir is not None:
         fingerprint = job_fingerprint(spec, model_dir, home / "data", machine.device_kind)
@@ -127,12 +132,15 @@ def run(
 
     prog.stage = "load"
     prog.emit("stage_start", f"loading {spec.model}")
+    prog.emit("message", f"running on {plan.target.describe()}", data={"device": plan.target.device, "dtype": plan.target.dtype})
     with meter.measure("load"):
-        model, tokenizer = store.load(spec.model)
+        model, tokenizer = store.load(spec.model, dtype=plan.target.torch_dtype())
+        model.to(plan.target.device)
         adapter = adapter_for(model)
         want_reference = recipe.eval.original or recipe.eval.kl
         reference = copy.deepcopy(model) if want_reference and recipe.eval.datasets else None
-    ctx = CompressionContext(model, tokenizer, adapter, recipe, prog, data_dir=home / "data", checkpoints=checkpoints)
+    ctx = CompressionContext(model, tokenizer, adapter, recipe, prog, data_dir=home / "data", checkpoints=checkpoints,
+                             device=plan.target.torch_device(), dtype=plan.target.torch_dtype())
     where = checkpoints.resume_point([c.stage for c in recipe.stage_configs()], adapter.num_layers)
     if where:
         checkpoints.info.resumed_from = where
@@ -173,6 +181,7 @@ def run(
         machine=machine,
         resume=resume_section(checkpoints.info) if resume_dir is not None else None,
         engines=engines,
+        execution=execution_section(plan, meter.peak_rss_mb),
     )
     report_json = report.model_dump(mode="json")
     (out_dir / "report.json").write_text(json.dumps(report_json, indent=2) + "\n")
