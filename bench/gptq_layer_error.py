@@ -15,7 +15,8 @@ import torch
 from compressor.data import calibration_chunks, load_text
 from compressor.models.adapter import adapter_for
 from compressor.models.store import ModelStore
-from compressor.quant.calibration import capture_layer0_inputs, capture_linear_inputs, layer_outputs
+from compressor.execution.layer_inputs import capture_layer0_inputs, layer_outputs
+from compressor.quant.calibration import capture_linear_inputs
 from compressor.quant.gptq import HessianAccumulator, gptq_quantize
 from compressor.quant.quantizer import quantize_weight_rtn
 from compressor.spec import WeightQuantConfig

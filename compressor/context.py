@@ -11,6 +11,7 @@ from torch import nn
 
 from compressor.checkpoints import CheckpointStore
 from compressor.data import calibration_chunks, load_text
+from compressor.execution.residency import ResidentLayers
 from compressor.models.adapter import LlamaFamilyAdapter
 from compressor.progress import Progress
 from compressor.spec import QuantizeConfig, Recipe
@@ -30,6 +31,11 @@ class CompressionContext:
     checkpoints: CheckpointStore = field(default_factory=lambda: CheckpointStore(None))  # resume state (none: off)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where the job's stages run
     dtype: torch.dtype = torch.float32  # working dtype of the weights (delicate math keeps its own precision)
+    layers: ResidentLayers | None = None  # where the decoder layers live between uses (None: all resident)
+
+    def __post_init__(self) -> None:
+        if self.layers is None:
+            self.layers = ResidentLayers(self.model, self.adapter)
     _calibration: torch.Tensor | None = None
 
     def calibration_tokens(self) -> torch.Tensor:

@@ -6,9 +6,9 @@ caller's hook; cancellation is honoured between layers and evaluation batches.
 
 from __future__ import annotations
 
-import copy
 import json
 import random
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import torch
 
 import compressor.stages  # noqa: F401  (registers every stage handler)
 from compressor.context import CompressionContext
-from compressor.eval.evaluation import evaluate
+from compressor.eval.evaluation import evaluate, measure_reference
 from compressor.checkpoints import CheckpointStore
 from compressor.checkpoints.fingerprint import job_fingerprint
 from compressor.checkpoints.rng import restore_rng, rng_unit
@@ -32,6 +32,9 @@ from compressor.export.compressed_tensors_format import (
     quantized_bits_per_weight,
 )
 from compressor.export.format import library_versions, read_manifest
+from compressor.execution.layer_policy import choose_layers
+from compressor.execution.residency import ResidentLayers
+from compressor.execution.skeleton import load_skeleton
 from compressor.models.adapter import adapter_for
 from compressor.models.compatibility import check_recipe_against_model
 from compressor.machine import machine_info
@@ -42,6 +45,7 @@ from compressor.registry import stage_handler
 from compressor.spec import JobSpec
 
 CHECKPOINT_DIR = "checkpoint"
+LAYERS_WORK_DIR = ".layers"  # sequential execution: each finished decoder layer's state until the job ends
 
 
 @dataclass
@@ -58,6 +62,25 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def _available_bytes(device: torch.device) -> int:
+    """Free memory of the job's device: the GPU's, or the machine's available RAM."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    import psutil
+
+    return psutil.virtual_memory().available
+
+
+def _layout_changes(config: dict[str, Any]) -> bool:
+    """Whether the family's adapter changes the module layout while a job runs (Phi-3 splits fused projections)."""
+    from compressor.models.adapters import ADAPTERS
+    from compressor.models.adapters.base import DecoderAdapter
+
+    arch = (config.get("architectures") or [""])[0]
+    adapter = ADAPTERS.get(arch)
+    return adapter is not None and adapter.restore_checkpoint_layout is not DecoderAdapter.restore_checkpoint_layout
 
 
 def run_stages(ctx: CompressionContext, meter: CostMeter) -> list[dict[str, Any]]:
@@ -130,22 +153,32 @@ def run(
         if checkpoints.info.fresh_reason:
             prog.emit("message", f"starting fresh: {checkpoints.info.fresh_reason}")
 
+    device, dtype = plan.target.torch_device(), plan.target.torch_dtype()
+    info = store.info(spec.model)
+    layers_mode, layers_why = choose_layers(recipe, int(info.get("params", 0)) * dtype.itemsize, _available_bytes(device),
+                                            layout_changes=_layout_changes(store.config(spec.model)))
+    plan = plan.for_layers(store.config(spec.model), recipe, layers_mode)
     prog.stage = "load"
-    prog.emit("stage_start", f"loading {spec.model}")
+    prog.emit("stage_start", f"loading {spec.model} ({layers_mode}: {layers_why})")
     prog.emit("message", f"running on {plan.target.describe()}", data={"device": plan.target.device, "dtype": plan.target.dtype})
     with meter.measure("load"):
-        model, tokenizer = store.load(spec.model, dtype=plan.target.torch_dtype())
-        model.to(plan.target.device)
-        adapter = adapter_for(model)
-        want_reference = recipe.eval.original or recipe.eval.kl
-        reference = copy.deepcopy(model) if want_reference and recipe.eval.datasets else None
+        if layers_mode == "sequential":
+            model, layer_store = load_skeleton(model_dir, out_dir / LAYERS_WORK_DIR, device, dtype)
+            tokenizer = store.tokenizer(spec.model)
+            adapter = layer_store.adapter
+        else:
+            model, tokenizer = store.load(spec.model, dtype=dtype)
+            model.to(device)
+            adapter = adapter_for(model)
+            layer_store = ResidentLayers(model, adapter)
     ctx = CompressionContext(model, tokenizer, adapter, recipe, prog, data_dir=home / "data", checkpoints=checkpoints,
-                             device=plan.target.torch_device(), dtype=plan.target.torch_dtype())
+                             device=device, dtype=dtype, layers=layer_store)
     where = checkpoints.resume_point([c.stage for c in recipe.stage_configs()], adapter.num_layers)
     if where:
         checkpoints.info.resumed_from = where
         prog.emit("message", f"resumed at {where} (attempt {checkpoints.info.attempt})",
                   data={"resumed_from": where, "attempt": checkpoints.info.attempt})
+    reference = measure_reference(ctx, meter)  # the original's side of the evaluation, before any stage changes it
 
     stage_reports = run_stages(ctx, meter)
 
@@ -157,7 +190,7 @@ def run(
         prog.emit("stage_start", "writing compressed-tensors checkpoint")
         with meter.measure("export"):
             manifest_info = {**job_info(spec.model, recipe).model_dump(mode="json"), "machine": machine.model_dump(mode="json")}
-            artifacts = export_compressed_tensors(model, tokenizer, out_dir / CHECKPOINT_DIR, manifest_info)
+            artifacts = export_compressed_tensors(model, tokenizer, out_dir / CHECKPOINT_DIR, manifest_info, layer_store)
         checkpoint_bytes = sum(p.stat().st_size for p in artifacts)
         engines = read_manifest(out_dir / CHECKPOINT_DIR).get("engine_support")
 
@@ -187,6 +220,7 @@ def run(
     (out_dir / "report.json").write_text(json.dumps(report_json, indent=2) + "\n")
     write_report_html(report, out_dir / "report.html")
     checkpoints.clear()  # the job succeeded: its resume state has served
+    shutil.rmtree(out_dir / LAYERS_WORK_DIR, ignore_errors=True)
     prog.stage = None
     if checkpoints.info.resumed_from:
         prog.emit("message", f"resumed job saved {checkpoints.info.seconds_saved:.1f} s of work "

@@ -1,8 +1,14 @@
-"""Perplexity over non-overlapping windows, and KL divergence to a reference model on the same tokens.
+"""Perplexity over non-overlapping windows, and KL divergence to a reference on the same tokens.
 
 Each window is scored on its own (no context carried over), predicting tokens 2..window
 from their prefixes. KL(original ‖ compressed) is averaged over the same predicted tokens,
-with full-vocabulary softmaxes, so it sees changes perplexity can hide.
+with full-vocabulary softmaxes, so it sees changes perplexity can hide. Softmaxes are taken
+`CHUNK_TOKENS` positions at a time, so memory holds a few vocabulary-wide rows, not a
+batch's worth.
+
+Two entries: `score_windows` runs any causal LM on token windows (reloaded checkpoints,
+benchmarks); `score_hidden` scores final hidden states the job computed layer by layer,
+against the original's hidden states measured before the stages ran (no second model).
 """
 
 from __future__ import annotations
@@ -14,6 +20,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+CHUNK_TOKENS = 512
+
+Logits = Callable[[torch.Tensor], torch.Tensor]  # final hidden states [tokens, hidden] -> logits [tokens, vocab]
 
 
 @dataclass
@@ -36,26 +46,59 @@ class WindowScores:
         return self.kl_sum / self.tokens
 
 
+def _accumulate(scores: WindowScores, logits_q: Callable[[slice], torch.Tensor], targets: torch.Tensor,
+                logits_p: Callable[[slice], torch.Tensor] | None = None) -> None:
+    """Add the NLL (and, with `logits_p`, the reference NLL and KL) of predicting `targets`, a chunk of positions at a time."""
+    n = targets.numel()
+    for start in range(0, n, CHUNK_TOKENS):
+        rows = slice(start, min(start + CHUNK_TOKENS, n))
+        logq = F.log_softmax(logits_q(rows).float(), dim=-1)
+        scores.nll_sum += F.nll_loss(logq, targets[rows], reduction="sum").item()
+        if logits_p is not None:
+            logp = F.log_softmax(logits_p(rows).float(), dim=-1)
+            scores.ref_nll_sum += F.nll_loss(logp, targets[rows], reduction="sum").item()
+            scores.kl_sum += (logp.exp() * (logp - logq)).sum().item()
+    scores.tokens += n
+
+
 @torch.no_grad()
 def score_windows(
     model: nn.Module,
     windows: torch.Tensor,
-    reference: nn.Module | None = None,
     batch_size: int = 2,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> WindowScores:
-    """NLL of `model` on `windows` [n, L]; with `reference`, also its NLL and KL(reference ‖ model)."""
+    """NLL of a causal LM on `windows` [n, L] (its own forward, whole model)."""
     scores = WindowScores()
     for start in range(0, windows.shape[0], batch_size):
         batch = windows[start : start + batch_size]
-        targets = batch[:, 1:].reshape(-1)
-        logq = F.log_softmax(model(batch, use_cache=False).logits[:, :-1].float(), dim=-1).flatten(0, 1)
-        scores.nll_sum += F.nll_loss(logq, targets, reduction="sum").item()
-        if reference is not None:
-            logp = F.log_softmax(reference(batch, use_cache=False).logits[:, :-1].float(), dim=-1).flatten(0, 1)
-            scores.ref_nll_sum += F.nll_loss(logp, targets, reduction="sum").item()
-            scores.kl_sum += (logp.exp() * (logp - logq)).sum().item()
-        scores.tokens += targets.numel()
+        logits = model(batch, use_cache=False).logits[:, :-1].flatten(0, 1)
+        _accumulate(scores, lambda rows: logits[rows], batch[:, 1:].reshape(-1).to(logits.device))
         if on_batch is not None:
             on_batch(min(start + batch_size, windows.shape[0]), windows.shape[0])
+    return scores
+
+
+@torch.no_grad()
+def score_hidden(
+    hidden: torch.Tensor,
+    windows: torch.Tensor,
+    logits: Logits,
+    reference_hidden: torch.Tensor | None = None,
+    reference_logits: Logits | None = None,
+    on_window: Callable[[int, int], None] | None = None,
+) -> WindowScores:
+    """NLL of final-norm hidden states `hidden` [n, L, H] of `windows` [n, L]; with a reference, its NLL and the KL to it."""
+    scores = WindowScores()
+    n = windows.shape[0]
+    for i in range(n):
+        h, targets = hidden[i, :-1], windows[i, 1:].to(hidden.device)
+        logits_p = None
+        if reference_hidden is not None:
+            assert reference_logits is not None
+            h_ref = reference_hidden[i, :-1]
+            logits_p = lambda rows, h_ref=h_ref: reference_logits(h_ref[rows])  # noqa: E731
+        _accumulate(scores, lambda rows, h=h: logits(h[rows]), targets, logits_p)
+        if on_window is not None:
+            on_window(i + 1, n)
     return scores

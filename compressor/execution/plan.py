@@ -9,7 +9,7 @@ submit time covers them, and the lead's sequential mode runs them on a smaller d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from compressor.execution.device import ExecutionTarget, device_memory, execution_target, peak_device_mb, reset_device_peak
@@ -27,6 +27,10 @@ class ExecutionPlan:
     target: ExecutionTarget
     estimate: MemoryEstimate
     layers: str = "resident"
+
+    def for_layers(self, model_config: dict[str, Any], recipe: Any, layers: str) -> ExecutionPlan:
+        """The plan once the residency is chosen (`compressor.execution.layer_policy`): its estimate for that mode."""
+        return replace(self, layers=layers, estimate=estimate_peak(model_config, recipe, self.target.kind, layers))
 
 
 def end_to_end_stages(recipe: Any) -> list[str]:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from compressor.export.format import (
@@ -31,13 +30,15 @@ from compressor.export.format import (
     WEIGHT_SCALE,
     WEIGHT_SHAPE,
     WEIGHT_ZERO_POINT,
-    WEIGHTS_FILE,
     RuntimeRequirement,
     library_versions,
     module_name,
     write_manifest,
 )
+from compressor.execution.residency import ResidentLayers
 from compressor.export.engines import engine_support, engine_table, engines_summary
+from compressor.export.shard_writer import ShardWriter
+from compressor.models.adapter import adapter_for
 from compressor.export.transform_config import online_transform_config
 from compressor.quant.attention import KV_SCALES, QK_ROTATION, kv_cache_quant
 from compressor.quant.compressed_linear import FakeQuantLinear
@@ -140,16 +141,20 @@ def _static_input_tensors(name: str, module: FakeQuantLinear) -> dict[str, torch
     return out
 
 
-def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, manifest_info: dict[str, Any]) -> list[Path]:
-    """Write config.json, model.safetensors, the tokenizer and manifest.json into `out_dir`.
+def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, manifest_info: dict[str, Any],
+                              layers: ResidentLayers | None = None) -> list[Path]:
+    """Write config.json, the weights (model.safetensors, or shards with an index), the tokenizer and manifest.json.
 
     Every scheme is read from the model's modules (weights and activations from the wrapped
     linears, the KV cache from the attention modules), so the checkpoint describes the model
-    as it is, not as some recipe stage once asked.
+    as it is, not as some recipe stage once asked. The tensors are produced a group at a time
+    (`layers.state_groups()`: the whole model when it is resident, one decoder layer at a
+    time when it is not) and streamed into shards.
     """
+    layers = layers or ResidentLayers(model, adapter_for(model))
     kv_cache = kv_cache_quant(model)
     out_dir.mkdir(parents=True, exist_ok=True)
-    state: dict[str, torch.Tensor] = {}
+    writer = ShardWriter(out_dir)
     schemes: dict[str, dict[str, Any]] = {}
     online_rotations: dict[str, torch.Tensor] = {}
 
@@ -183,24 +188,30 @@ def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, m
     formats = sorted(set(format_of.values()))
     fmt = formats[0] if len(formats) == 1 else "mixed-precision"
     compressed_names = {n for n, m in model.named_modules() if isinstance(m, FakeQuantLinear)}
-    tied = _embeddings_tied(model)
+    tied = layers.embeddings_tied()
+    if tied is None:
+        tied = _embeddings_tied(model)
     head_key = f"{module_name(model, model.get_output_embeddings())}.weight" if tied else None
-    for name, tensor in model.state_dict().items():
-        if name == head_key:
-            continue
-        parent = name.rsplit(".linear.", 1)[0] if ".linear." in name else None
-        if parent in compressed_names:
-            module = model.get_submodule(parent)
-            if name.endswith(".weight") and parent in quantized:
-                q = module.quantized_weight
-                if isinstance(q, FloatQuantizedWeight):
-                    state.update(_float_tensors(parent, module, scheme_of[parent], format_of[parent]))
-                else:
-                    state.update(_quantized_tensors(parent, q, format_of[parent]))
-                    state.update(_static_input_tensors(parent, module))
+    for group in layers.state_groups():
+        state: dict[str, torch.Tensor] = {}
+        for name, tensor in group.items():
+            if name == head_key:
                 continue
-            name = f"{parent}.{name.rsplit('.', 1)[1]}"
-        state[name] = tensor.detach().to(EXPORT_DTYPE).contiguous()
+            parent = name.rsplit(".linear.", 1)[0] if ".linear." in name else None
+            if parent in compressed_names:
+                module = model.get_submodule(parent)
+                if name.endswith(".weight") and parent in quantized:
+                    q = module.quantized_weight
+                    if isinstance(q, FloatQuantizedWeight):
+                        state.update(_float_tensors(parent, module, scheme_of[parent], format_of[parent]))
+                    else:
+                        state.update(_quantized_tensors(parent, q, format_of[parent]))
+                        state.update(_static_input_tensors(parent, module))
+                    continue
+                name = f"{parent}.{name.rsplit('.', 1)[1]}"
+            state[name] = tensor.detach().to(EXPORT_DTYPE).contiguous()
+        writer.add(state)
+    state = {}
     if kv_cache is not None and kv_cache.format == "fp8":
         for name, module in model.named_modules():
             scales = getattr(module, KV_SCALES, None)
@@ -209,7 +220,8 @@ def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, m
                 state[f"{name}.v_scale"] = scales["v"].detach().float().reshape(1).contiguous()
     transform_cfg, transform_tensors = online_transform_config(online_rotations)
     state.update(transform_tensors)
-    save_file(dict(sorted(state.items())), str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})
+    writer.add(state)
+    writer.close()
 
     config = model.config.to_dict()
     for key in [k for k in config if k.startswith("_")]:

@@ -194,6 +194,11 @@ class ModelStore:
 
     # ------------------------------------------------------------------ load
 
+    def tokenizer(self, name: str) -> Any:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.resolve(name))
+
     def load(self, name: str, dtype: Any = None) -> tuple[Any, Any]:
         """(model, tokenizer) of a stored model, fp32 by default, in eval mode, embeddings untied."""
         import torch

@@ -1,106 +1,15 @@
-"""Layer-by-layer calibration: capture decoder-layer inputs once, then walk the layers.
+"""What a calibrating method hears of a layer: the inputs each of its linears sees.
 
-Methods that need data (GPTQ, block-wise reconstruction) see one decoder layer at a time,
-so memory holds one layer's activations for the calibration set, not the whole model's.
+The layer-to-layer part (inputs entering each decoder layer) is `compressor.execution.layer_inputs`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
-
-from compressor.models.adapter import DecoderAdapter
-
-
-class _StopForward(Exception):
-    pass
-
-
-@dataclass
-class LayerInputs:
-    """Hidden states entering a decoder layer for every calibration sample, plus the layer's keyword arguments."""
-
-    hidden: torch.Tensor  # [samples, seqlen, hidden]
-    kwargs: dict[str, Any]
-    batch_size: int
-    # id(layer) -> that layer's own kwargs where they differ from layer 0's: sliding-window and
-    # full-attention layers get different masks (Mistral, Gemma), Gemma 3 a local or global RoPE
-    per_layer: dict[int, dict[str, Any]] = field(default_factory=dict)
-
-    def kwargs_for(self, layer: nn.Module | None) -> dict[str, Any]:
-        return self.per_layer.get(id(layer), self.kwargs) if layer is not None else self.kwargs
-
-    def batches(self, layer: nn.Module | None = None) -> Iterator[tuple[slice, dict[str, Any]]]:
-        n, kwargs = self.hidden.shape[0], self.kwargs_for(layer)
-        for start in range(0, n, self.batch_size):
-            stop = min(start + self.batch_size, n)
-            yield slice(start, stop), _fit_batch(kwargs, self.batch_size, stop - start)
-
-
-def _fit_batch(kwargs: dict[str, Any], captured: int, actual: int) -> dict[str, Any]:
-    """Slice tensors captured for a batch of `captured` samples down to `actual` (position tensors repeat per sample)."""
-    if actual == captured:
-        return kwargs
-
-    def fit(v: Any) -> Any:
-        if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == captured:
-            return v[:actual]
-        if isinstance(v, tuple):
-            return tuple(fit(x) for x in v)
-        return v
-
-    return {k: fit(v) for k, v in kwargs.items()}
-
-
-@torch.no_grad()
-def capture_layer0_inputs(model: nn.Module, adapter: DecoderAdapter, tokens: torch.Tensor, batch_size: int = 8) -> LayerInputs:
-    layers = adapter.decoder_layers(model)
-    captured: list[torch.Tensor] = []
-    per_layer: dict[int, dict[str, Any]] = {}
-
-    def record_kwargs(module: nn.Module, _args: tuple, kwargs: dict) -> None:
-        if id(module) not in per_layer:
-            per_layer[id(module)] = _layer_kwargs(kwargs)
-
-    def stop_at_layer0(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        captured.append((args[0] if args else kwargs["hidden_states"]).detach())
-        record_kwargs(module, args, kwargs)
-        if len(per_layer) == len(layers):  # every layer's kwargs are known: later batches stop here
-            raise _StopForward
-
-    handles = [layer.register_forward_pre_hook(record_kwargs, with_kwargs=True) for layer in layers[1:]]
-    handles.append(layers[0].register_forward_pre_hook(stop_at_layer0, with_kwargs=True))
-    try:
-        for start in range(0, tokens.shape[0], batch_size):
-            try:
-                model(tokens[start : start + batch_size], use_cache=False)
-            except _StopForward:
-                pass
-    finally:
-        for h in handles:
-            h.remove()
-    return LayerInputs(hidden=torch.cat(captured), kwargs=per_layer[id(layers[0])], batch_size=min(batch_size, tokens.shape[0]),
-                       per_layer=per_layer)
-
-
-def _layer_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in kwargs.items() if k not in ("hidden_states", "past_key_values", "cache")}
-    out["use_cache"] = False
-    return out
-
-
-@torch.no_grad()
-def layer_outputs(layer: nn.Module, inputs: LayerInputs) -> torch.Tensor:
-    out = torch.empty_like(inputs.hidden)
-    for rows, kwargs in inputs.batches(layer):
-        result = layer(inputs.hidden[rows], **kwargs)
-        out[rows] = result[0] if isinstance(result, tuple) else result
-    return out
 
 
 @contextmanager

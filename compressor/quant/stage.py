@@ -11,7 +11,8 @@ from compressor.checkpoints.records import record_from_unit, record_to_unit
 from compressor.context import CompressionContext
 from compressor.models.adapter import DecoderLayerParts
 from compressor.quant.attention import KV_QUANT, set_kv_quant, use_compressed_attention
-from compressor.quant.calibration import capture_layer0_inputs, capture_linear_inputs, layer_outputs
+from compressor.execution.layer_inputs import capture_layer0_inputs, layer_outputs
+from compressor.quant.calibration import capture_linear_inputs
 from compressor.quant.compressed_linear import install_quantized_weight, plain_linear, wrap_linear
 from compressor.quant.gptq import HessianAccumulator, gptq_quantize
 from compressor.quant.quantizer import QuantizedWeight, quantize_weight_rtn
@@ -42,12 +43,12 @@ def _finish_layer(ctx: CompressionContext, parts: DecoderLayerParts, weights: di
 
 
 def quantize_weights_rtn(ctx: CompressionContext, cfg: WeightQuantConfig) -> None:
-    layers = ctx.adapter.all_layer_parts(ctx.model)
-    for parts in layers:
+    total = ctx.adapter.num_layers
+    for parts in ctx.layers.walk():
         saved, started = _saved_layer(ctx, parts), time.perf_counter()
         weights = saved or {name: quantize_weight_rtn(plain_linear(lin).weight.data, cfg) for name, lin in parts.linears().items()}
         _finish_layer(ctx, parts, weights, None if saved else started)
-        ctx.progress.layer(parts.index, len(layers))
+        ctx.progress.layer(parts.index, total)
 
 
 @torch.no_grad()
@@ -59,15 +60,18 @@ def quantize_weights_gptq(ctx: CompressionContext, cfg: WeightQuantConfig) -> No
     `step_interval_s`, newest only), so a resume starts from the newest of them and runs
     forward only through the finished layers after it; the bits are the same either way.
     """
-    layers = ctx.adapter.all_layer_parts(ctx.model)
-    remaining = [p.index for p in layers if not ctx.checkpoints.has(ctx.unit_key("layer", p.index))]
-    inputs = capture_layer0_inputs(ctx.model, ctx.adapter, ctx.calibration_tokens()) if remaining else None
+    total = ctx.adapter.num_layers
+    remaining = [i for i in range(total) if not ctx.checkpoints.has(ctx.unit_key("layer", i))]
+    inputs = None
+    if remaining:
+        with ctx.layers.outer("embed"):
+            inputs = capture_layer0_inputs(ctx.model, ctx.adapter, ctx.calibration_tokens())
     series = ctx.unit_key("inputs", 0)[:-5]
     start_at = 0  # the layer whose inputs `inputs.hidden` holds
     carried = ctx.checkpoints.latest(series) if remaining else None
     if inputs is not None and carried is not None and carried[1].meta["layer"] <= remaining[0]:
         inputs.hidden, start_at = carried[1].tensors["hidden"], carried[1].meta["layer"]
-    for parts in layers:
+    for parts in ctx.layers.walk():
         saved, started = _saved_layer(ctx, parts), time.perf_counter()
         if saved is None:
             assert inputs is not None
@@ -85,7 +89,7 @@ def quantize_weights_gptq(ctx: CompressionContext, cfg: WeightQuantConfig) -> No
             if saved is None and ctx.checkpoints.step_due(series, last=False):
                 ctx.checkpoints.save(ctx.unit_key("inputs", parts.index + 1), {"hidden": inputs.hidden},
                                      {"layer": parts.index + 1}, replaces=series)
-        ctx.progress.layer(parts.index, len(layers))
+        ctx.progress.layer(parts.index, total)
 
 
 def clear_dynamic_quantizers(ctx: CompressionContext) -> None:

@@ -72,6 +72,17 @@ class DecoderAdapter:
     def lm_head(self, model: nn.Module) -> nn.Linear:
         return model.lm_head
 
+    def logits(self, model: nn.Module, hidden: torch.Tensor, head: nn.Module | None = None) -> torch.Tensor:
+        """Next-token logits from final-norm hidden states, as the model's own forward makes them (Gemma 2 soft-caps them).
+
+        `head` replaces the model's lm_head (the original's, kept for KL against a rotated model).
+        """
+        logits = (head or self.lm_head(model))(hidden)
+        cap = getattr(self.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
     def rotary_embedding(self, model: nn.Module) -> nn.Module:
         return model.model.rotary_emb
 

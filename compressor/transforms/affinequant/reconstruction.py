@@ -32,7 +32,7 @@ from torch import nn
 from compressor.checkpoints import CheckpointStore, Unit
 from compressor.models.adapter import DecoderAdapter
 from compressor.progress import Progress
-from compressor.quant.calibration import (
+from compressor.execution.layer_inputs import (
     LayerInputs,
     capture_layer0_inputs,
     layer_outputs,

@@ -123,7 +123,7 @@ def test_adapter_finds_every_part(family, record_property):
 def test_layer_by_layer_walk_reproduces_the_model(family, record_property):
     """GPTQ and AffineQuant walk one layer at a time with captured kwargs: each layer must get its own
     (sliding-window vs full-attention masks, Gemma 3's local vs global RoPE), at a length past the window."""
-    from compressor.quant.calibration import capture_layer0_inputs, layer_outputs
+    from compressor.execution.layer_inputs import capture_layer0_inputs, layer_outputs
 
     tag(record_property, family, "calibration")
     model, adapter = build(family)
@@ -348,7 +348,7 @@ def test_prosparse_relu_gate_trains_and_exports_for_plain_transformers(family, t
 def test_phi3_split_quantization_equals_quantizing_the_fused_linear(method, record_property):
     """Every quantizer here is per row (or row × group), so quantizing q/k/v and gate/up apart and
     stacking the codes gives exactly what quantizing the checkpoint's fused linear would."""
-    from compressor.quant.calibration import capture_layer0_inputs
+    from compressor.execution.layer_inputs import capture_layer0_inputs
     from compressor.quant.gptq import HessianAccumulator, gptq_quantize
     from compressor.quant.quantizer import quantize_weight_rtn
     from compressor.spec import WeightQuantConfig

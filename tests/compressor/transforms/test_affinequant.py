@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 
 from compressor.models.adapter import adapter_for
-from compressor.quant.calibration import capture_layer0_inputs
+from compressor.execution.layer_inputs import capture_layer0_inputs
 from compressor.quant.compressed_linear import FakeQuantLinear
 from compressor.quant.kl_top import kl_top_loss
 from compressor.quant.quantizer import quantize_weight_rtn

@@ -1,0 +1,159 @@
+"""Where the decoder layers' tensors live between uses: all on the device, or one layer at a time.
+
+`ResidentLayers` is the whole model on the job's device (what fits). `SequentialLayers` is
+the model as a skeleton whose decoder layers, embedding and head sit on the meta device:
+`walk()` brings one layer onto the device (from the stored model's shards, memory-mapped,
+or from the file of its own finished state), yields it, then writes its state to the job's
+work folder and frees it. Methods that work per layer (RTN, GPTQ, export, evaluation) walk
+the same way in both, so a model bigger than the device, or than RAM, compresses with the
+same code and gives the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from compressor.execution.tensor_slots import tensor_slots, to_meta
+from compressor.models.adapter import DecoderAdapter, DecoderLayerParts
+from compressor.models.shards import open_shards
+
+OUTER_PARTS = ("embed", "head")
+
+
+class ResidentLayers:
+    """The whole model is on the device: walking is iteration, onloading is nothing."""
+
+    sequential = False
+
+    def __init__(self, model: nn.Module, adapter: DecoderAdapter):
+        self.model, self.adapter = model, adapter
+
+    def walk(self, save: bool = True) -> Iterator[DecoderLayerParts]:
+        yield from self.adapter.all_layer_parts(self.model)
+
+    @contextmanager
+    def outer(self, *parts: str) -> Iterator[None]:
+        yield
+
+    def state_groups(self) -> Iterator[dict[str, torch.Tensor]]:
+        """The model's state dict, in groups small enough to hold (here: one)."""
+        yield self.model.state_dict()
+
+    def embeddings_tied(self) -> bool | None:
+        """None: decide from the tensors (they are in memory)."""
+        return None
+
+
+class SequentialLayers(ResidentLayers):
+    """Decoder layers, embedding and head on meta; one at a time on the device, read from shards or the work folder."""
+
+    sequential = True
+
+    def __init__(self, model: nn.Module, adapter: DecoderAdapter, source_dir: Path, work_dir: Path,
+                 device: torch.device, dtype: torch.dtype, tied: bool):
+        super().__init__(model, adapter)
+        self.source_dir, self.work_dir = Path(source_dir), Path(work_dir)
+        self.device, self.dtype, self.tied = device, dtype, tied
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._names = {id(m): n for n, m in model.named_modules()}
+        self._written: set[int] = set()
+
+    # ------------------------------------------------------------------ one decoder layer
+
+    def _cast(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(device=self.device, dtype=self.dtype if t.is_floating_point() else t.dtype)
+
+    def _layer_file(self, index: int) -> Path:
+        return self.work_dir / f"layer-{index:05d}.safetensors"
+
+    def onload(self, index: int) -> DecoderLayerParts:
+        layer = self.adapter.decoder_layers(self.model)[index]
+        slots = tensor_slots(layer)
+        if index in self._written:  # its own state, as a stage left it: every tensor, dtypes as they were
+            state = load_file(str(self._layer_file(index)), device=str(self.device))
+            for slot in slots:
+                slot.set(state[slot.key])
+        else:
+            prefix = self._names[id(layer)]
+            with open_shards(self.source_dir) as tensors:
+                for slot in slots:
+                    if slot.get().device.type == "meta":
+                        key = f"{prefix}.{slot.key}"
+                        if key not in tensors:  # a linear a stage wrapped (FakeQuantLinear) before its first visit
+                            key = key.replace(".linear.", ".")
+                        slot.set(self._cast(tensors.get_tensor(key)))
+        return self.adapter.layer_parts(self.model, index)
+
+    def offload(self, index: int, save: bool) -> None:
+        layer = self.adapter.decoder_layers(self.model)[index]
+        slots = tensor_slots(layer)
+        if save:
+            state, seen = {}, set()
+            for slot in slots:
+                t = slot.get().detach()
+                ptr = (t.untyped_storage().data_ptr(), t.storage_offset())
+                state[slot.key] = (t.clone() if ptr in seen else t).contiguous().cpu()
+                seen.add(ptr)
+            tmp = self._layer_file(index).with_suffix(".tmp")
+            save_file(state, str(tmp))
+            tmp.replace(self._layer_file(index))
+            self._written.add(index)
+        to_meta(slots)
+
+    def walk(self, save: bool = True) -> Iterator[DecoderLayerParts]:
+        """Each layer on the device in turn; with `save`, its state as the caller left it is kept for later walks."""
+        for index in range(self.adapter.num_layers):
+            parts = self.onload(index)
+            try:
+                yield parts
+            finally:
+                self.offload(index, save)
+
+    # ------------------------------------------------------------------ embedding and head
+
+    def _outer_modules(self, part: str) -> list[nn.Module]:
+        if part == "embed":
+            return [self.adapter.embeddings(self.model)]
+        if part == "head":
+            return [self.adapter.lm_head(self.model)]
+        raise ValueError(f"outer part {part!r}: allowed {', '.join(OUTER_PARTS)}")
+
+    def _source_key(self, module: nn.Module, tensors: object) -> str:
+        key = f"{self._names[id(module)]}.weight"
+        if key not in tensors and self.tied and module is self.adapter.lm_head(self.model):
+            key = f"{self._names[id(self.adapter.embeddings(self.model))]}.weight"
+        return key
+
+    @contextmanager
+    def outer(self, *parts: str) -> Iterator[None]:
+        """The embedding and/or head on the device for the duration (read from the stored model; stages leave them as stored)."""
+        modules = [m for p in parts for m in self._outer_modules(p)]
+        with open_shards(self.source_dir) as tensors:
+            for m in modules:
+                if m.weight.device.type == "meta":
+                    m.weight = nn.Parameter(self._cast(tensors.get_tensor(self._source_key(m, tensors))), requires_grad=False)
+        try:
+            yield
+        finally:
+            for m in modules:
+                to_meta(tensor_slots(m))
+
+    # ------------------------------------------------------------------ export
+
+    def state_groups(self) -> Iterator[dict[str, torch.Tensor]]:
+        """The state dict a group at a time: every decoder layer on its own, then the rest (embedding, norm, head)."""
+        for parts in self.walk(save=False):
+            prefix = self._names[id(parts.layer)]
+            yield {f"{prefix}.{k}": v for k, v in parts.layer.state_dict().items()}
+        layer_prefixes = tuple(f"{self._names[id(layer)]}." for layer in self.adapter.decoder_layers(self.model))
+        with self.outer(*OUTER_PARTS):
+            yield {k: v for k, v in self.model.state_dict().items() if not k.startswith(layer_prefixes)}
+
+    def embeddings_tied(self) -> bool | None:
+        return self.tied
