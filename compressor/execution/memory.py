@@ -39,11 +39,18 @@ LAYER_FFN_TENSORS = 4
 # layer's inputs of every op), and its attention probabilities (heads × seqlen²) twice.
 TRAIN_HIDDEN_TENSORS = 14
 TRAIN_FFN_TENSORS = 5
-# Evaluation: logits [batch, window, vocab] in fp32 and their log-softmax; with a reference
-# model its logits, log-softmax, exp and the KL product as well.
+# OSTQuant rebuilds every decoder weight from the transforms each step: the transformed
+# weights, their fake-quantized copies and the saved intermediates and grads of both, in fp32
+# (fit on the bundled model: 3.8 weight-sized copies at seqlen 512, batch 1).
+OSTQUANT_WEIGHT_COPIES = 4
+# Evaluation (compressor.eval.evaluation): the final hidden states of every window, walked a layer
+# at a time in batches of EVAL_BATCH windows, then vocabulary-wide rows EVAL_CHUNK_TOKENS at a
+# time: the logits and their log-softmax; for KL also the original's log-softmax, its exp, the
+# difference and the product.
 EVAL_LOGIT_COPIES = 2
 EVAL_LOGIT_COPIES_WITH_REFERENCE = 5
-EVAL_BATCH = 2  # windows per evaluation batch (compressor.eval.perplexity.score_windows)
+EVAL_BATCH = 2  # compressor.execution.layer_forward.BATCH_WINDOWS
+EVAL_CHUNK_TOKENS = 512  # compressor.eval.perplexity.CHUNK_TOKENS
 CALIBRATION_BATCH = 8  # chunks per layer forward in layer-wise calibration (compressor.quant.calibration)
 
 
@@ -151,8 +158,7 @@ def _ostquant_bytes(m: ModelShape, cfg: Any, recipe: Any, weight_bytes_f32: int)
     rot = (m.hidden * m.hidden if "r1" in cfg.rotations else 0) + (
         m.layers * m.kv_heads * m.head_dim * m.head_dim if "r2" in cfg.rotations else 0)
     params = rot * 8 * 4  # float64 rotations, their grads and two Adam moments
-    # effective (transformed, fake-quantized) decoder weights in fp32, with their grads
-    effective = 2 * m.layers * m.layer_params * 4
+    effective = OSTQUANT_WEIGHT_COPIES * m.layers * m.layer_params * 4
     width = TRAIN_HIDDEN_TENSORS * m.hidden + TRAIN_FFN_TENSORS * m.intermediate
     acts = m.layers * (batch * seqlen * width * 4 + 2 * batch * m.heads * seqlen * seqlen * 4)
     # teacher and student logits, both log-softmaxes, the student's grad, the top-k gathers
@@ -212,8 +218,11 @@ def estimate_peak(
     }
     ev = recipe.eval
     reference = bool(ev.datasets) and (ev.original or ev.kl)
-    if reference:
-        parts["reference_weights"] = weights  # the original model the evaluation compares against
+    windows = max(1, ev.max_tokens // ev.window)  # per dataset; datasets are scored one after another
+    if reference and any(_stage_kind(c) != "quantize" for c in stages):
+        parts["reference_head"] = m.embedding_params * wb  # the original lm_head, kept when a stage rewrites the model's
+    if reference and ev.kl:
+        parts["reference_hidden"] = len(ev.datasets) * windows * ev.window * m.hidden * act  # the original's final states
 
     phases: dict[str, dict[str, int]] = {}
     cal = recipe.calibration
@@ -237,10 +246,11 @@ def estimate_peak(
             phase["fusion"] = 2 * m.embedding_params * 8  # the embedding/head products in float64
         phases[f"{i}:{kind}"] = phase
     if ev.datasets:
-        logits = EVAL_BATCH * ev.window * m.vocab * 4
+        rows = min(EVAL_CHUNK_TOKENS, ev.window - 1)
         copies = EVAL_LOGIT_COPIES_WITH_REFERENCE if (reference and ev.kl) else EVAL_LOGIT_COPIES
-        phases["eval"] = {"eval_logits": copies * logits,
-                          "eval_forward": _layer_forward_bytes(m, EVAL_BATCH, ev.window, wb)}
+        phases["eval"] = {"eval_logits": copies * rows * m.vocab * 4,
+                          "eval_hidden": 3 * windows * ev.window * m.hidden * act,  # inputs, outputs, after the final norm
+                          "eval_forward": _layer_forward_bytes(m, min(EVAL_BATCH, windows), ev.window, act)}
     if any(_stage_kind(c) == "quantize" and c.weights is not None for c in stages):
         parts["quantized_codes"] = m.layers * m.layer_params  # int8 codes kept with each quantized linear
     phase_name, phase = max(phases.items(), key=lambda kv: sum(kv[1].values()), default=("", {}))

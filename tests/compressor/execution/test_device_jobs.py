@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from compressor.execution.plan import InsufficientMemoryError, plan_execution
 from compressor.models.store import ModelStore

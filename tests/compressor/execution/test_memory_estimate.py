@@ -34,7 +34,7 @@ def test_weights_in_the_working_dtype_with_the_head_copy():
     assert fp32.parts["weights"] == (PARAMS - 800) * 4 and fp32.parts["untied_head"] == 800 * 4
     assert fp32.parts["process_baseline"] == memory.PROCESS_BASELINE_BYTES["cpu"]
     assert fp32.parts["quantized_codes"] == 2 * LAYER
-    assert "reference_weights" not in fp32.parts  # no evaluation: no original model kept
+    assert "reference_hidden" not in fp32.parts and "reference_head" not in fp32.parts  # no evaluation
     bf16 = estimate_peak(TINY, recipe(stages=RTN, eval=NO_EVAL, execution={"dtype": "bfloat16"}), "cpu")
     assert bf16.parts["weights"] == (PARAMS - 800) * 2
     gpu = estimate_peak(TINY, recipe(stages=RTN, eval=NO_EVAL), "cuda")  # auto: bfloat16 on a GPU
@@ -58,15 +58,22 @@ def test_gptq_phase_counts_activations_and_float64_hessians():
     assert cuda.parts["gptq_hessians"] == hessians // 2 + 3 * 8 * 16 * 8  # fp32 accumulation on a GPU
 
 
-def test_eval_logits_and_the_reference():
-    ev = {"datasets": ["wiki"], "window": 64, "kl": True, "original": True}
+def test_eval_logits_hidden_states_and_the_reference():
+    ev = {"datasets": ["wiki", "news"], "max_tokens": 256, "window": 64, "kl": True, "original": True}
     est = estimate_peak(TINY, recipe(stages=RTN, eval=ev), "cpu")
     assert est.phase == "eval"
-    assert est.parts["eval_logits"] == memory.EVAL_LOGIT_COPIES_WITH_REFERENCE * memory.EVAL_BATCH * 64 * 100 * 4
-    assert est.parts["reference_weights"] == PARAMS * 4
+    rows = 63  # window - 1 positions are predicted; softmaxes are taken up to 512 rows at a time
+    assert est.parts["eval_logits"] == memory.EVAL_LOGIT_COPIES_WITH_REFERENCE * rows * 100 * 4
+    assert est.parts["eval_hidden"] == 3 * 4 * 64 * 8 * 4  # 4 windows of one dataset at a time
+    assert est.parts["reference_hidden"] == 2 * 4 * 64 * 8 * 4  # the original's final states of both datasets, for KL
+    assert "reference_head" not in est.parts  # quantize-only: the model's own head stays the original's
     plain = estimate_peak(TINY, recipe(stages=RTN, eval={**ev, "kl": False, "original": False}), "cpu")
-    assert plain.parts["eval_logits"] == memory.EVAL_LOGIT_COPIES * memory.EVAL_BATCH * 64 * 100 * 4
-    assert "reference_weights" not in plain.parts
+    assert plain.parts["eval_logits"] == memory.EVAL_LOGIT_COPIES * rows * 100 * 4
+    assert "reference_hidden" not in plain.parts
+    rotated = estimate_peak(TINY, recipe(stages=[{"hadamard": {}}, *RTN], eval=ev), "cpu")
+    assert rotated.parts["reference_head"] == 800 * 4  # a stage rewrites the head: the original's is kept
+    long = estimate_peak(TINY, recipe(stages=RTN, eval={**ev, "window": 2048, "max_tokens": 4096}), "cpu")
+    assert long.parts["eval_logits"] == memory.EVAL_LOGIT_COPIES_WITH_REFERENCE * 512 * 100 * 4
 
 
 def test_sequential_holds_one_layer_plus_embeddings_and_head():
@@ -86,7 +93,7 @@ def test_ostquant_keeps_the_whole_model_and_counts_training_state():
     rotations = 8 * 8 + 2 * 1 * 4 * 4
     assert est.parts["ostquant_parameters"] == rotations * 8 * 4
     assert est.parts["ostquant_logits"] == 6 * 2 * 32 * 100 * 4
-    assert est.parts["ostquant_effective_weights"] == 2 * 2 * LAYER * 4
+    assert est.parts["ostquant_effective_weights"] == memory.OSTQUANT_WEIGHT_COPIES * 2 * LAYER * 4
 
 
 def test_bad_arguments_name_the_field():
