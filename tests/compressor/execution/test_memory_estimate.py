@@ -41,6 +41,9 @@ def test_weights_in_the_working_dtype_with_the_head_copy():
     assert gpu.parts["weights"] == (PARAMS - 800) * 2
     assert gpu.parts["process_baseline"] == memory.CUDA_CONTEXT_BYTES
     assert fp32.total_bytes == sum(fp32.parts.values())
+    assert fp32.phase == "export" and fp32.parts["export_buffers"] == memory.EXPORT_WEIGHT_COPIES * 2 * LAYER * 4
+    bare = estimate_peak(TINY, recipe(stages=RTN, eval=NO_EVAL, export={"format": "none"}), "cpu")
+    assert "export_buffers" not in bare.parts and bare.total_bytes == fp32.total_bytes - fp32.parts["export_buffers"]
 
 
 def test_gptq_phase_counts_activations_and_float64_hessians():
