@@ -76,3 +76,30 @@ def test_real_available_memory_admits_a_small_training_job(model_store):
                                     "calibration": {"samples": 2, "seqlen": 64}})
     p = plan_execution(config, recipe, "cpu")
     assert p.target.device == "cpu" and p.target.dtype == "float32"
+
+
+BF16_METHODS = {
+    "gptq": [{"quantize": {"weights": {"bits": 4, "strategy": "channel", "method": "gptq"}}}],
+    "hadamard-gptq-w4a4kv4": [{"hadamard": {}}, {"quantize": {
+        "weights": {"bits": 4, "strategy": "channel", "method": "gptq", "clip_search": True},
+        "activations": {"bits": 4}, "kv_cache": {"bits": 4}}}],
+    "ostquant": [{"ostquant": {"steps": 2, "k": 50, "qsur_samples": 2}},
+                 {"quantize": {"weights": {"bits": 4, "strategy": "channel", "method": "gptq"}}}],
+    "affinequant": [{"affinequant": {"epochs": 2, "weights": {"bits": 4, "symmetric": True, "strategy": "channel",
+                                                              "method": "rtn"}}}],
+    "prosparse": [{"prosparse": {"lambdas": [0.0, 0.5], "stage_steps": [1, 2], "warmup_steps": 1,
+                                 "sparsity_eval_tokens": 256}}],
+    "fp8": [{"quantize": {"weights": {"bits": 8, "format": "fp8", "strategy": "channel"},
+                          "activations": {"bits": 8, "format": "fp8", "symmetric": True}}}],
+}
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("method", list(BF16_METHODS))
+def test_every_method_runs_with_a_bfloat16_working_dtype(method, tiny_store, tmp_path):
+    """What a GPU worker does by default (bf16 weights; Hessians, fusion, training and KL in fp32/fp64), here on the CPU."""
+    job = tiny_job(BF16_METHODS[method], execution={"dtype": "bfloat16"}, calibration={"samples": 4, "seqlen": 64})
+    result = run(job, tmp_path, home=tiny_store, device="cpu")
+    assert result.report["execution"]["dtype"] == "bfloat16"
+    ppl = result.report["perplexity"]
+    assert 1 < ppl["compressed"]["wiki"] < 2 * ppl["original"]["wiki"]
