@@ -39,16 +39,20 @@ def check_job_fits_workers(spec: Any, config: dict[str, Any], settings: Settings
     """422 with the numbers when the job's estimated peak memory fits no worker of `COMPRESSOR_WORKER_MEMORY`.
 
     Unset (the default) = no check: the operator has not said what its workers hold. With
-    `execution.layers: auto` a job fits if it fits resident or sequential (one layer at a time).
+    `execution.layers: auto` a job fits if it fits resident or, where its stages allow it
+    (`compressor.execution.layer_policy`), sequential (one layer at a time).
     """
     workers = settings.worker_memory_bytes
     if not workers:
         return
+    from compressor.execution.layer_policy import sequential_blockers
     from compressor.execution.memory import estimate_peak, format_bytes
     from compressor.execution.plan import what_to_change
 
     recipe = spec.recipe
     modes = {"resident": ["resident"], "sequential": ["sequential"]}.get(recipe.execution.layers, ["resident", "sequential"])
+    if recipe.execution.layers == "auto" and sequential_blockers(recipe):
+        modes = ["resident"]  # a stage that needs the whole model: auto stays resident
     best = None
     for kind, memory in workers.items():
         for layers in modes:

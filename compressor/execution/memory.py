@@ -214,10 +214,8 @@ def estimate_peak(
     stages = recipe.stage_configs()
     end_to_end = any(_stage_kind(c) in ("ostquant", "prosparse") for c in stages)
     full_weights = m.params * wb
-    if layers == "sequential" and not end_to_end:
-        weights = (m.layer_params + 2 * m.embedding_params + m.hidden) * wb
-    else:
-        weights = full_weights
+    held = 1 if layers == "sequential" and not end_to_end else m.layers  # decoder layers in memory at once
+    weights = (held * m.layer_params + 2 * m.embedding_params + m.hidden) * wb
     parts: dict[str, int] = {
         "process_baseline": PROCESS_BASELINE_BYTES[device_kind] if device_kind == "cpu" else CUDA_CONTEXT_BYTES,
         "weights": weights - (m.embedding_params * wb if m.tied else 0),
@@ -253,7 +251,7 @@ def estimate_peak(
             phase["fusion"] = 2 * m.embedding_params * 8  # the embedding/head products in float64
         phases[f"{i}:{kind}"] = phase
     if recipe.export.format != "none":
-        phases["export"] = {"export_buffers": EXPORT_WEIGHT_COPIES * m.layers * m.layer_params * 4}
+        phases["export"] = {"export_buffers": EXPORT_WEIGHT_COPIES * held * m.layer_params * 4}  # streamed per layer when sequential
     if ev.datasets:
         rows = min(EVAL_CHUNK_TOKENS, ev.window - 1)
         copies = EVAL_LOGIT_COPIES_WITH_REFERENCE if (reference and ev.kl) else EVAL_LOGIT_COPIES
@@ -261,7 +259,7 @@ def estimate_peak(
                           "eval_hidden": 3 * windows * ev.window * m.hidden * act,  # inputs, outputs, after the final norm
                           "eval_forward": _layer_forward_bytes(m, min(EVAL_BATCH, windows), ev.window, act)}
     if any(_stage_kind(c) == "quantize" and c.weights is not None for c in stages):
-        parts["quantized_codes"] = m.layers * m.layer_params  # int8 codes kept with each quantized linear
+        parts["quantized_codes"] = held * m.layer_params  # int8 codes kept with each quantized linear (sequential: on disk)
     phase_name, phase = max(phases.items(), key=lambda kv: sum(kv[1].values()), default=("", {}))
     parts.update(phase)
     parts = {k: int(v) for k, v in parts.items() if v}

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from compressor.execution.device import ExecutionTarget, device_memory, execution_target, peak_device_mb, reset_device_peak
+from compressor.execution.layer_policy import sequential_blockers
 from compressor.execution.memory import MemoryEstimate, estimate_peak, format_bytes
 
 END_TO_END_STAGES = ("ostquant", "prosparse")
@@ -47,7 +48,7 @@ def what_to_change(recipe: Any, estimate: MemoryEstimate) -> str:
         hints.append(f"fewer calibration.samples (now {recipe.calibration.samples})")
     if "eval_logits" in parts:
         hints.append(f"a smaller eval.window (now {recipe.eval.window}) or eval.kl: false")
-    if not any(k.startswith(("ostquant", "prosparse")) for k in parts) and estimate.layers == "resident":
+    if estimate.layers == "resident" and not sequential_blockers(recipe):
         hints.append("execution.layers: sequential")
     hints.append("a worker with more memory")
     return "; ".join(hints)

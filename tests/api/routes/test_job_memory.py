@@ -29,7 +29,7 @@ def _api(tmp_path: Path, worker_memory: str):
 
 @pytest.fixture
 def small_worker_api(tmp_path: Path):
-    app, settings = _api(tmp_path, "cpu=1500MiB")
+    app, settings = _api(tmp_path, "cpu=1GiB")
     with TestClient(app) as client:
         yield Api(client, settings, app.state.db)
 
@@ -41,10 +41,10 @@ def test_job_too_big_for_every_worker_is_refused_with_the_numbers(small_worker_a
     assert detail["type"] == "job_exceeds_worker_memory" and detail["loc"] == ["body", "recipe"]
     msg = detail["msg"]
     assert "smollm2-135m: this job needs about " in msg
-    assert "(cpu 1.46 GiB; COMPRESSOR_WORKER_MEMORY)" in msg
+    assert "(cpu 1.00 GiB; COMPRESSOR_WORKER_MEMORY)" in msg
     assert "layers sequential" in msg  # execution.layers auto: refused only when even one layer at a time does not fit
     assert "To fit: a smaller eval.window (now 512)" in msg
-    assert detail["ctx"]["worker_bytes"] == 1500 * 2**20
+    assert detail["ctx"]["worker_bytes"] == 2**30
     assert detail["ctx"]["estimate_bytes"] > detail["ctx"]["worker_bytes"]
     assert small_worker_api.client.get("/v1/jobs", headers=small_worker_api.alice).json()["data"] == []
 
@@ -79,3 +79,11 @@ def test_unset_worker_memory_means_no_check(tmp_path):
     body = {**SPEC, "recipe": {**RTN, "calibration": {"samples": 4096, "seqlen": 8192}}}
     with TestClient(app) as client:
         assert Api(client, settings, app.state.db).submit(body).status_code == 202
+
+
+def test_a_recipe_that_needs_the_whole_model_is_not_offered_the_sequential_mode(small_worker_api):
+    body = {**SPEC, "recipe": {**RTN, "stages": [{"hadamard": {}}, *RTN["stages"]]}}
+    r = small_worker_api.submit(body)
+    assert r.status_code == 422, r.text
+    msg = r.json()["detail"][0]["msg"]
+    assert "layers resident" in msg and "execution.layers: sequential" not in msg

@@ -85,6 +85,7 @@ def test_sequential_holds_one_layer_plus_embeddings_and_head():
     assert resident.parts["weights"] + resident.parts["untied_head"] == PARAMS * 4
     assert sequential.parts["weights"] + sequential.parts["untied_head"] == (LAYER + 2 * 800 + 8) * 4
     assert sequential.total_bytes < resident.total_bytes
+    assert (resident.parts["quantized_codes"], sequential.parts["quantized_codes"]) == (2 * LAYER, LAYER)  # finished layers on disk
 
 
 def test_ostquant_keeps_the_whole_model_and_counts_training_state():
