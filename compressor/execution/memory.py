@@ -59,6 +59,7 @@ EVAL_LOGIT_COPIES_WITH_REFERENCE = 5
 EVAL_BATCH = 2  # compressor.execution.layer_forward.BATCH_WINDOWS
 EVAL_CHUNK_TOKENS = 512  # compressor.eval.perplexity.CHUNK_TOKENS
 CALIBRATION_BATCH = 8  # chunks per layer forward in layer-wise calibration (compressor.quant.calibration)
+LAYER_WISE_STAGES = ("quantize", "affinequant")  # stages that walk the calibration chunks a decoder layer at a time
 
 
 @dataclass(frozen=True)
@@ -260,7 +261,18 @@ def estimate_peak(
                           "eval_forward": _layer_forward_bytes(m, min(EVAL_BATCH, windows), ev.window, act)}
     if any(_stage_kind(c) == "quantize" and c.weights is not None for c in stages):
         parts["quantized_codes"] = held * m.layer_params  # int8 codes kept with each quantized linear (sequential: on disk)
-    phase_name, phase = max(phases.items(), key=lambda kv: sum(kv[1].values()), default=("", {}))
+    # On the CPU a layer-wise stage's working set (batch-sized tensors under glibc's 32 MB mmap
+    # threshold) stays in the heap, so export and evaluation come on top of it; an end-to-end
+    # stage's big tensors are unmapped when freed. The GPU counts live allocations only.
+    lingering = {}
+    if device_kind == "cpu":
+        layer_wise = [(k, v) for k, v in phases.items() if k.split(":")[-1] in LAYER_WISE_STAGES and v]
+        lingering = dict(max(layer_wise, key=lambda kv: sum(kv[1].values()), default=("", {}))[1])
+    finishing = {k: v for k, v in phases.items() if k in ("export", "eval")}
+    candidates = {k: v for k, v in phases.items() if k not in finishing}
+    for name, phase in finishing.items():
+        candidates[name] = {**{f"{k} (held)": v for k, v in lingering.items()}, **phase}
+    phase_name, phase = max(candidates.items(), key=lambda kv: sum(kv[1].values()), default=("", {}))
     parts.update(phase)
     parts = {k: int(v) for k, v in parts.items() if v}
     return MemoryEstimate(total_bytes=sum(parts.values()), device_kind=device_kind, layers=layers, parts=parts,

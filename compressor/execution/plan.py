@@ -41,12 +41,15 @@ def end_to_end_stages(recipe: Any) -> list[str]:
 def what_to_change(recipe: Any, estimate: MemoryEstimate) -> str:
     """The recipe fields that shrink the largest parts of the estimate."""
     hints = []
-    parts = estimate.parts
-    if any(k.startswith(("ostquant", "prosparse")) for k in parts):
+
+    def has(*prefixes: str) -> bool:
+        return any(k.startswith(prefixes) for k in estimate.parts)
+
+    if has("ostquant", "prosparse"):
         hints.append("fewer calibration.seqlen tokens or a smaller batch_size of the training stage")
-    if "calibration_activations" in parts:
+    if has("calibration_activations", "layer_forward"):
         hints.append(f"fewer calibration.samples (now {recipe.calibration.samples})")
-    if "eval_logits" in parts:
+    if has("eval_logits"):
         hints.append(f"a smaller eval.window (now {recipe.eval.window}) or eval.kl: false")
     if estimate.layers == "resident" and not sequential_blockers(recipe):
         hints.append("execution.layers: sequential")

@@ -47,7 +47,7 @@ def test_weights_in_the_working_dtype_with_the_head_copy():
 
 
 def test_gptq_phase_counts_activations_and_float64_hessians():
-    r = recipe(stages=GPTQ, eval=NO_EVAL, calibration={"samples": 4, "seqlen": 32})
+    r = recipe(stages=GPTQ, eval=NO_EVAL, calibration={"samples": 4, "seqlen": 32}, export={"format": "none"})
     est = estimate_peak(TINY, r, "cpu")
     assert est.phase == "0:quantize"
     assert est.parts["calibration_activations"] == 2 * 4 * 32 * 8 * 4
@@ -55,10 +55,23 @@ def test_gptq_phase_counts_activations_and_float64_hessians():
     assert est.parts["gptq_hessians"] == hessians + 3 * 8 * 16 * 8
     width = memory.LAYER_HIDDEN_TENSORS * 8 + memory.LAYER_FFN_TENSORS * 16
     assert est.parts["layer_forward"] == 4 * 32 * width * 4 + 2 * 4 * 2 * 32 * 32 * 4
-    more = estimate_peak(TINY, recipe(stages=GPTQ, eval=NO_EVAL, calibration={"samples": 8, "seqlen": 32}), "cpu")
+    more = estimate_peak(TINY, recipe(stages=GPTQ, eval=NO_EVAL, calibration={"samples": 8, "seqlen": 32},
+                                      export={"format": "none"}), "cpu")
     assert more.parts["calibration_activations"] == 2 * est.parts["calibration_activations"]
     cuda = estimate_peak(TINY, r, "cuda")
     assert cuda.parts["gptq_hessians"] == hessians // 2 + 3 * 8 * 16 * 8  # fp32 accumulation on a GPU
+
+
+def test_a_layer_wise_stage_working_set_stays_under_the_evaluation_on_the_cpu():
+    ev = {"datasets": ["wiki"], "max_tokens": 256, "window": 64}
+    r = recipe(stages=GPTQ, eval=ev, calibration={"samples": 4, "seqlen": 32})
+    cpu, cuda = estimate_peak(TINY, r, "cpu"), estimate_peak(TINY, r, "cuda")
+    alone = estimate_peak(TINY, recipe(stages=GPTQ, eval=NO_EVAL, calibration={"samples": 4, "seqlen": 32},
+                                       export={"format": "none"}), "cpu")
+    assert cpu.phase == cuda.phase == "eval"
+    assert cpu.parts["gptq_hessians (held)"] == alone.parts["gptq_hessians"]  # glibc keeps GPTQ's freed blocks
+    assert cpu.parts["layer_forward (held)"] == alone.parts["layer_forward"]
+    assert not any(k.endswith("(held)") for k in cuda.parts)  # the GPU counts live allocations only
 
 
 def test_eval_logits_hidden_states_and_the_reference():
