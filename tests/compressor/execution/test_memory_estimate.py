@@ -69,8 +69,9 @@ def test_a_layer_wise_stage_working_set_stays_under_the_evaluation_on_the_cpu():
     alone = estimate_peak(TINY, recipe(stages=GPTQ, eval=NO_EVAL, calibration={"samples": 4, "seqlen": 32},
                                        export={"format": "none"}), "cpu")
     assert cpu.phase == cuda.phase == "eval"
-    assert cpu.parts["gptq_hessians (held)"] == alone.parts["gptq_hessians"]  # glibc keeps GPTQ's freed blocks
-    assert cpu.parts["layer_forward (held)"] == alone.parts["layer_forward"]
+    share = memory.LINGERING_SHARE  # glibc keeps part of GPTQ's freed blocks
+    assert cpu.parts["gptq_hessians (held)"] == int(share * alone.parts["gptq_hessians"])
+    assert cpu.parts["layer_forward (held)"] == int(share * alone.parts["layer_forward"])
     assert not any(k.endswith("(held)") for k in cuda.parts)  # the GPU counts live allocations only
 
 
