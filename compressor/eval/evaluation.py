@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -37,7 +39,20 @@ class ReferenceSide:
 @dataclass
 class Reference:
     datasets: dict[str, ReferenceSide] = field(default_factory=dict)
-    head: nn.Module | None = None  # the original lm_head when a stage rewrites the model's; None: the model's own
+    rewrites_head: bool = False  # a stage will rewrite the model's lm_head (rotations), so KL needs the original's
+    head: nn.Module | None = None  # that original head, copied before the stages (resident; sequential reads it from the shards)
+
+
+@contextmanager
+def _reference_head(ctx: CompressionContext, reference: Reference | None) -> Iterator[nn.Module | None]:
+    """The head the original's logits come from: None for the model's own, else the original one."""
+    if reference is None or not reference.rewrites_head:
+        yield None
+    elif reference.head is not None:
+        yield reference.head
+    else:
+        with ctx.layers.original("head") as head:
+            yield head
 
 
 def _windows(ctx: CompressionContext, name: str) -> torch.Tensor:
@@ -59,7 +74,8 @@ def measure_reference(ctx: CompressionContext, meter: CostMeter) -> Reference | 
     if not cfg.datasets or not (cfg.original or cfg.kl):
         return None
     rewrites_head = any(not isinstance(c, QuantizeConfig) for c in ctx.recipe.stage_configs())
-    ref = Reference(head=copy.deepcopy(ctx.adapter.lm_head(ctx.model)) if rewrites_head else None)
+    keep = rewrites_head and not ctx.layers.sequential
+    ref = Reference(rewrites_head=rewrites_head, head=copy.deepcopy(ctx.adapter.lm_head(ctx.model)) if keep else None)
     for name in cfg.datasets:
         ctx.progress.stage = f"reference:{name}"
         saved = ctx.checkpoints.load(f"reference:{name}")
@@ -98,8 +114,7 @@ def evaluate(ctx: CompressionContext, reference: Reference | None, meter: CostMe
         with meter.measure(f"eval:{name}") as cost:
             windows = _windows(ctx, name)
             hidden = _hidden(ctx, name, windows, "compressed")
-            with ctx.layers.outer("head"):
-                head = reference.head if reference is not None else None
+            with ctx.layers.outer("head"), _reference_head(ctx, reference) as head:
                 scores = score_hidden(
                     hidden, windows, lambda h: ctx.adapter.logits(ctx.model, h),
                     reference_hidden=side.hidden if side is not None else None,

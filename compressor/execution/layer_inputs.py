@@ -9,8 +9,12 @@ may sit anywhere, on the device or on meta, while this runs.
 
 from __future__ import annotations
 
+import math
+import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,6 +37,7 @@ class LayerInputs:
     # id(layer) -> that layer's own kwargs where they differ from layer 0's: sliding-window and
     # full-attention layers get different masks (Mistral, Gemma), Gemma 3 a local or global RoPE
     per_layer: dict[int, dict[str, Any]] = field(default_factory=dict)
+    spill_dir: Path | None = None  # where activations too big for memory go (sequential execution's work folder)
 
     def kwargs_for(self, layer: nn.Module | None) -> dict[str, Any]:
         return self.per_layer.get(id(layer), self.kwargs) if layer is not None else self.kwargs
@@ -59,12 +64,33 @@ def _fit_batch(kwargs: dict[str, Any], captured: int, actual: int) -> dict[str, 
     return {k: fit(v) for k, v in kwargs.items()}
 
 
+IN_MEMORY_BYTES = int(os.environ.get("COMPRESSOR_ACTIVATIONS_IN_MEMORY_BYTES", 2 * 2**30))
+
+
+def activation_buffer(shape: torch.Size | tuple[int, ...], dtype: torch.dtype, device: torch.device,
+                      spill_dir: Path | None) -> torch.Tensor:
+    """An empty activation tensor: in memory, or, when bigger than `IN_MEMORY_BYTES` on the CPU, backed by a file.
+
+    The file is unlinked at once (the mapping keeps it until the tensor is freed), so a crash
+    leaves nothing behind; the kernel pages it in and out as the layer walk reads it.
+    """
+    numel = math.prod(shape)
+    if spill_dir is None or device.type != "cpu" or numel * dtype.itemsize <= IN_MEMORY_BYTES:
+        return torch.empty(shape, dtype=dtype, device=device)
+    spill_dir.mkdir(parents=True, exist_ok=True)
+    path = spill_dir / f"activations-{uuid.uuid4().hex}.bin"
+    t = torch.from_file(str(path), shared=True, size=numel, dtype=dtype).view(shape)
+    path.unlink()
+    return t
+
+
 def _pass_through(hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     return hidden_states
 
 
 @torch.no_grad()
-def capture_layer0_inputs(model: nn.Module, adapter: DecoderAdapter, tokens: torch.Tensor, batch_size: int = 8) -> LayerInputs:
+def capture_layer0_inputs(model: nn.Module, adapter: DecoderAdapter, tokens: torch.Tensor, batch_size: int = 8,
+                          spill_dir: Path | None = None) -> LayerInputs:
     """Hidden states entering layer 0 for every row of `tokens`, and each layer's keyword arguments.
 
     The decoder layers are replaced by a pass-through while this runs, and the forward stops
@@ -104,8 +130,11 @@ def capture_layer0_inputs(model: nn.Module, adapter: DecoderAdapter, tokens: tor
             h.remove()
         for layer in layers:
             del layer.forward
-    return LayerInputs(hidden=torch.cat(captured), kwargs=per_layer[id(layers[0])], batch_size=min(batch_size, tokens.shape[0]),
-                       per_layer=per_layer)
+    first = captured[0]
+    hidden = activation_buffer((sum(c.shape[0] for c in captured), *first.shape[1:]), first.dtype, first.device, spill_dir)
+    torch.cat(captured, out=hidden)
+    return LayerInputs(hidden=hidden, kwargs=per_layer[id(layers[0])], batch_size=min(batch_size, tokens.shape[0]),
+                       per_layer=per_layer, spill_dir=spill_dir)
 
 
 def _layer_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -116,7 +145,7 @@ def _layer_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 @torch.no_grad()
 def layer_outputs(layer: nn.Module, inputs: LayerInputs) -> torch.Tensor:
-    out = torch.empty_like(inputs.hidden)
+    out = activation_buffer(inputs.hidden.shape, inputs.hidden.dtype, inputs.hidden.device, inputs.spill_dir)
     for rows, kwargs in inputs.batches(layer):
         result = layer(inputs.hidden[rows], **kwargs)
         out[rows] = result[0] if isinstance(result, tuple) else result

@@ -13,24 +13,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from compressor.spec import QuantizeConfig, Recipe
+from compressor.spec import Recipe
+from compressor.spec.order import sequential_stage_problems
 
 Layers = Literal["resident", "sequential"]
 RESIDENT_SHARE = 0.6  # auto: resident while the weights take at most this share of the device's free memory
 
 
 def sequential_blockers(recipe: Recipe, layout_changes: bool = False) -> list[str]:
-    """Why this recipe cannot run one layer at a time (empty: it can)."""
-    problems = []
-    for index, cfg in enumerate(recipe.stage_configs()):
-        where = f"stages[{index}] ({cfg.stage})"
-        if not isinstance(cfg, QuantizeConfig):
-            problems.append(f"{where}: this method works on the whole model; allowed sequentially: quantize (rtn, gptq)")
-            continue
-        if cfg.activations is not None and cfg.activations.static:
-            problems.append(f"{where}.activations: static scales are calibrated through the whole model; use dynamic scales")
-        if cfg.kv_cache is not None and cfg.kv_cache.format == "fp8":
-            problems.append(f"{where}.kv_cache: fp8 k/v scales are calibrated through the whole model; use the int KV cache")
+    """Why this recipe cannot run one layer at a time on this model (empty: it can)."""
+    problems = sequential_stage_problems(recipe.stage_configs())
     if layout_changes:
         problems.append("the model family splits fused projections while a job runs (Phi-3); it runs resident")
     return problems

@@ -11,6 +11,7 @@ same code and gives the same bytes.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,7 @@ class ResidentLayers:
     """The whole model is on the device: walking is iteration, onloading is nothing."""
 
     sequential = False
+    spill_dir: Path | None = None  # where calibration activations too big for memory go (None: they stay in memory)
 
     def __init__(self, model: nn.Module, adapter: DecoderAdapter):
         self.model, self.adapter = model, adapter
@@ -38,12 +40,12 @@ class ResidentLayers:
         yield from self.adapter.all_layer_parts(self.model)
 
     @contextmanager
-    def outer(self, *parts: str) -> Iterator[None]:
+    def outer(self, *parts: str, save: bool = False) -> Iterator[None]:
         yield
 
-    def state_groups(self) -> Iterator[dict[str, torch.Tensor]]:
-        """The model's state dict, in groups small enough to hold (here: one)."""
-        yield self.model.state_dict()
+    def state_groups(self) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
+        """(module prefix, its state dict), in groups small enough to hold (here: the whole model)."""
+        yield "", self.model.state_dict()
 
     def embeddings_tied(self) -> bool | None:
         """None: decide from the tensors (they are in memory)."""
@@ -61,13 +63,21 @@ class SequentialLayers(ResidentLayers):
         self.source_dir, self.work_dir = Path(source_dir), Path(work_dir)
         self.device, self.dtype, self.tied = device, dtype, tied
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.spill_dir = self.work_dir
         self._names = {id(m): n for n, m in model.named_modules()}
         self._written: set[int] = set()
+        self._outer_written: set[str] = set()
 
     # ------------------------------------------------------------------ one decoder layer
 
     def _cast(self, t: torch.Tensor) -> torch.Tensor:
-        return t.to(device=self.device, dtype=self.dtype if t.is_floating_point() else t.dtype)
+        """A tensor read from the shards, in the working dtype on the device, as memory of its own.
+
+        Always a copy: safetensors may hand out views of one private mapping of the file, so two
+        reads of one tensor (a tied embedding and head) would otherwise share memory, and an
+        in-place rotation of one would change the other.
+        """
+        return t.to(device=self.device, dtype=self.dtype if t.is_floating_point() else t.dtype, copy=True)
 
     def _layer_file(self, index: int) -> Path:
         return self.work_dir / f"layer-{index:05d}.safetensors"
@@ -130,30 +140,60 @@ class SequentialLayers(ResidentLayers):
             key = f"{self._names[id(self.adapter.embeddings(self.model))]}.weight"
         return key
 
+    def _outer_file(self, part: str) -> Path:
+        return self.work_dir / f"{part}.safetensors"
+
     @contextmanager
-    def outer(self, *parts: str) -> Iterator[None]:
-        """The embedding and/or head on the device for the duration (read from the stored model; stages leave them as stored)."""
-        modules = [m for p in parts for m in self._outer_modules(p)]
+    def outer(self, *parts: str, save: bool = False) -> Iterator[None]:
+        """The embedding and/or head on the device for the duration: as a stage left them (`save`), else as stored."""
+        loaded = []
         with open_shards(self.source_dir) as tensors:
-            for m in modules:
-                if m.weight.device.type == "meta":
-                    m.weight = nn.Parameter(self._cast(tensors.get_tensor(self._source_key(m, tensors))), requires_grad=False)
+            for part in parts:
+                for m in self._outer_modules(part):
+                    if m.weight.device.type != "meta":
+                        continue
+                    loaded.append((part, m))
+                    if part in self._outer_written:
+                        state = load_file(str(self._outer_file(part)), device=str(self.device))
+                        for slot in tensor_slots(m):
+                            slot.set(state[slot.key])
+                    else:
+                        m.weight = nn.Parameter(self._cast(tensors.get_tensor(self._source_key(m, tensors))), requires_grad=False)
         try:
             yield
         finally:
-            for m in modules:
-                to_meta(tensor_slots(m))
+            for part, m in loaded:
+                slots = tensor_slots(m)
+                if save:
+                    tmp = self._outer_file(part).with_suffix(".tmp")
+                    save_file({slot.key: slot.get().detach().contiguous().cpu() for slot in slots}, str(tmp))
+                    tmp.replace(self._outer_file(part))
+                    self._outer_written.add(part)
+                to_meta(slots)
+
+    @contextmanager
+    def original(self, part: str) -> Iterator[nn.Module]:
+        """A copy of the embedding or head as stored, whatever the stages did to the model's (KL's reference head)."""
+        module = copy.deepcopy(self._outer_modules(part)[0])  # on meta: the structure only
+        with open_shards(self.source_dir) as tensors:
+            module.weight = nn.Parameter(self._cast(tensors.get_tensor(self._source_key(self._outer_modules(part)[0], tensors))),
+                                         requires_grad=False)
+        try:
+            yield module
+        finally:
+            to_meta(tensor_slots(module))
 
     # ------------------------------------------------------------------ export
 
-    def state_groups(self) -> Iterator[dict[str, torch.Tensor]]:
+    def state_groups(self) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
         """The state dict a group at a time: every decoder layer on its own, then the rest (embedding, norm, head)."""
         for parts in self.walk(save=False):
-            prefix = self._names[id(parts.layer)]
-            yield {f"{prefix}.{k}": v for k, v in parts.layer.state_dict().items()}
+            prefix = f"{self._names[id(parts.layer)]}."
+            yield prefix, {f"{prefix}{k}": v for k, v in parts.layer.state_dict().items()}
         layer_prefixes = tuple(f"{self._names[id(layer)]}." for layer in self.adapter.decoder_layers(self.model))
         with self.outer(*OUTER_PARTS):
-            yield {k: v for k, v in self.model.state_dict().items() if not k.startswith(layer_prefixes)}
+            yield "", {k: v for k, v in self.model.state_dict().items() if not k.startswith(layer_prefixes)}
 
     def embeddings_tied(self) -> bool | None:
-        return self.tied
+        """Tied as stored, unless a stage rewrote the embedding or head (rotations change them differently)."""
+        return self.tied and not self._outer_written

@@ -166,8 +166,6 @@ def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, m
     for name, module in model.named_modules():
         if not isinstance(module, FakeQuantLinear):
             continue
-        if module.input_rotation is not None:
-            online_rotations[name] = module.input_rotation
         q = module.quantized_weight
         if q is None:
             continue
@@ -192,7 +190,11 @@ def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, m
     if tied is None:
         tied = _embeddings_tied(model)
     head_key = f"{module_name(model, model.get_output_embeddings())}.weight" if tied else None
-    for group in layers.state_groups():
+    for prefix, group in layers.state_groups():
+        for name, module in model.named_modules():  # the group's online rotations, while its tensors are in memory
+            if isinstance(module, FakeQuantLinear) and name.startswith(prefix) and module.input_rotation is not None \
+                    and module.input_rotation.device.type != "meta":
+                _collect_rotation(online_rotations, name, module.input_rotation)
         state: dict[str, torch.Tensor] = {}
         for name, tensor in group.items():
             if name == head_key:
@@ -278,6 +280,15 @@ def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, m
     }
     write_manifest(out_dir, info)
     return sorted(p for p in out_dir.iterdir() if p.is_file())
+
+
+def _collect_rotation(rotations: dict[str, torch.Tensor], name: str, matrix: torch.Tensor) -> None:
+    """Keep `name`'s online rotation, one CPU copy per distinct matrix (every layer's R4 is the same)."""
+    for known in dict.fromkeys(rotations.values()):
+        if known.shape == matrix.shape and torch.equal(known, matrix.detach().cpu()):
+            rotations[name] = known
+            return
+    rotations[name] = matrix.detach().cpu().clone()
 
 
 def _head_dim(model: nn.Module) -> int:

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from compressor.export.format import CONFIG_FILE, WEIGHTS_FILE, UnsupportedArtifactError
+from compressor.export.format import CONFIG_FILE, UnsupportedArtifactError
+from compressor.models.shards import open_shards
 
 
 def _bridge_kv_cache(model: nn.Module, qconfig: Any) -> None:
@@ -66,7 +67,6 @@ def load_with_compressed_tensors(folder: str | Path, dtype: torch.dtype = torch.
     from compressed_tensors.compressors import ModelCompressor
     from compressed_tensors.quantization import QuantizationConfig, apply_quantization_config
     from compressed_tensors.transform import TransformConfig, apply_transform_config
-    from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM
 
     folder = Path(folder)
@@ -76,7 +76,8 @@ def load_with_compressed_tensors(folder: str | Path, dtype: torch.dtype = torch.
         del config.quantization_config
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
-    state = load_file(str(folder / WEIGHTS_FILE))
+    with open_shards(folder) as tensors:
+        state = {key: tensors.get_tensor(key) for key in tensors.keys()}
     qconfig = tconfig = None
     if qdict:
         if qdict.get("quant_method") != "compressed-tensors":

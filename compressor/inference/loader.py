@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from torch import nn
 
+from compressor.models.shards import open_shards
 from compressor.export.format import (
-    WEIGHTS_FILE,
     RuntimeRequirement,
     UnsupportedArtifactError,
     check_requirements,
@@ -157,7 +156,7 @@ def load(
     transform_cfg = (qcfg or {}).get("transform_config")
     transform_keys = transform_weight_keys(transform_cfg)
 
-    with safe_open(str(folder / WEIGHTS_FILE), framework="pt") as tensors:
+    with open_shards(folder) as tensors:  # model.safetensors, or the shards a big model is exported in
         try:
             rotations.update(read_online_transforms(transform_cfg, tensors))
         except ValueError as e:

@@ -62,13 +62,18 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, cfg: WeightQuantC
         scale[:], zero[:] = s.to(acc), z.to(acc)
 
     perm = torch.argsort(torch.diag(H), descending=True) if cfg.gptq_act_order else torch.arange(cols, device=device)
-    W, H = W[:, perm], H[perm][:, perm]
+    if cfg.gptq_act_order:  # without act-order the permutation is the identity: no [cols, cols] copies
+        W, H = W[:, perm], H[perm][:, perm]
     group_of = (perm // g).tolist()  # original group of each permuted column (one host copy, not one per column)
 
     damp = cfg.gptq_dampening * torch.mean(torch.diag(H))
-    H += damp * torch.eye(cols, dtype=acc, device=device)
+    H.diagonal().add_(damp)
+    # one [cols, cols] matrix alive beside the next at each step (down_proj of an 8B model: 1.6 GB each in float64)
     L = torch.linalg.cholesky(H)
-    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
+    del H
+    Hinv = torch.cholesky_inverse(L)
+    del L
+    Hinv = torch.linalg.cholesky(Hinv, upper=True)
 
     codes = torch.zeros(rows, cols, dtype=acc, device=device)
     bs = cfg.gptq_block_size
@@ -81,7 +86,9 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, cfg: WeightQuantC
             col = i1 + i
             grp = group_of[col]
             if not static and col % g == 0:  # parameters of a new group from its current (updated) weights
-                block = torch.cat([W1[:, i:], W[:, i2:]], dim=1)[:, :g]
+                block = W1[:, i : i + g]  # the group's columns: the rest of this block, then the next ones
+                if block.shape[1] < g:
+                    block = torch.cat([block, W[:, i2 : i2 + g - block.shape[1]]], dim=1)
                 s, z = weight_scale_zero(block.float(), per_group_cfg)
                 scale[:, grp], zero[:, grp] = s[:, 0].to(acc), z[:, 0].to(acc)
             w = W1[:, i]

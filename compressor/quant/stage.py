@@ -65,7 +65,7 @@ def quantize_weights_gptq(ctx: CompressionContext, cfg: WeightQuantConfig) -> No
     inputs = None
     if remaining:
         with ctx.layers.outer("embed"):
-            inputs = capture_layer0_inputs(ctx.model, ctx.adapter, ctx.calibration_tokens())
+            inputs = capture_layer0_inputs(ctx.model, ctx.adapter, ctx.calibration_tokens(), spill_dir=ctx.layers.spill_dir)
     series = ctx.unit_key("inputs", 0)[:-5]
     start_at = 0  # the layer whose inputs `inputs.hidden` holds
     carried = ctx.checkpoints.latest(series) if remaining else None

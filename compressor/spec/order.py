@@ -82,3 +82,24 @@ def stage_order_problems(stages: Sequence[StrictModel], calibration_samples: int
         *one_rotation_stage(stages),
         *batches_fit_calibration(stages, calibration_samples),
     ]
+
+
+def sequential_stage_problems(stages: Sequence[StrictModel]) -> list[str]:
+    """What keeps a recipe from running one decoder layer at a time (`execution.layers: sequential`).
+
+    Sequential execution covers the stages that work layer by layer (the embedding and head
+    on their own, after the layers); the others need the whole model at once.
+    """
+    problems = []
+    for index, cfg in enumerate(stages):
+        where = _at(index, cfg)
+        if isinstance(cfg, HadamardConfig):
+            continue
+        if not isinstance(cfg, QuantizeConfig):
+            problems.append(f"{where}: this method works on the whole model; one layer at a time runs: hadamard, quantize (rtn, gptq)")
+            continue
+        if cfg.activations is not None and cfg.activations.static:
+            problems.append(f"{where}.activations: static scales are calibrated through the whole model; use dynamic scales")
+        if cfg.kv_cache is not None and cfg.kv_cache.format == "fp8":
+            problems.append(f"{where}.kv_cache: fp8 k/v scales are calibrated through the whole model; use the int KV cache")
+    return problems

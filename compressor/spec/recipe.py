@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from compressor.spec.base import MODEL_NAME_PATTERN, SPEC_VERSION, StrictModel
-from compressor.spec.order import stage_order_problems
+from compressor.spec.order import sequential_stage_problems, stage_order_problems
 from compressor.spec.quant import KVCacheQuantConfig, QuantizeConfig
 from compressor.spec.stages import Stage, stage_config
 
@@ -87,6 +87,10 @@ class Recipe(StrictModel):
         problems = stage_order_problems(self.stage_configs(), self.calibration.samples)
         if problems:
             raise ValueError("; ".join(problems))
+        if self.execution.layers == "sequential":
+            problems = sequential_stage_problems(self.stage_configs())
+            if problems:
+                raise ValueError("execution.layers: sequential is not possible for this recipe: " + "; ".join(problems))
         return self
 
     def stage_configs(self) -> list[StrictModel]:

@@ -50,11 +50,20 @@ def fold_norms_into_linears(model: nn.Module, adapter: DecoderAdapter) -> None:
     Norms on block outputs (Gemma) and per-head q/k norms stay: no linear reads them directly.
     """
     for parts in adapter.all_layer_parts(model):
-        for norm, linears in (
-            (parts.input_norm, (parts.q_proj, parts.k_proj, parts.v_proj)),
-            (parts.post_attention_norm, (parts.gate_proj, parts.up_proj)),
-        ):
-            _fold_norm(adapter, norm, linears)
+        fold_layer_norms(parts, adapter)
+    fold_final_norm(model, adapter)
+
+
+def fold_layer_norms(parts, adapter: DecoderAdapter) -> None:
+    """`fold_norms_into_linears` for one decoder layer."""
+    for norm, linears in (
+        (parts.input_norm, (parts.q_proj, parts.k_proj, parts.v_proj)),
+        (parts.post_attention_norm, (parts.gate_proj, parts.up_proj)),
+    ):
+        _fold_norm(adapter, norm, linears)
+
+
+def fold_final_norm(model: nn.Module, adapter: DecoderAdapter) -> None:
     _fold_norm(adapter, adapter.final_norm(model), (adapter.lm_head(model),))
 
 
@@ -68,13 +77,23 @@ def _fold_norm(adapter: DecoderAdapter, norm: nn.Module, linears) -> None:
 def rotate_residual_stream(model: nn.Module, adapter: DecoderAdapter, q: torch.Tensor) -> None:
     """Fuse a global orthogonal Q (hidden × hidden) into embeddings and every residual reader/writer."""
     adapter.require_residual_rotation()
+    for parts in adapter.all_layer_parts(model):
+        rotate_layer_residual(parts, q)
+    rotate_outer_residual(model, adapter, q)
+
+
+def rotate_layer_residual(parts, q: torch.Tensor) -> None:
+    """`rotate_residual_stream` for one decoder layer: its readers W Q, its writers Qᵀ W."""
+    for lin in (parts.q_proj, parts.k_proj, parts.v_proj, parts.gate_proj, parts.up_proj):
+        rotate_input_side(lin, q)
+    for lin in (parts.o_proj, parts.down_proj):
+        rotate_output_side(lin, q)
+
+
+def rotate_outer_residual(model: nn.Module, adapter: DecoderAdapter, q: torch.Tensor) -> None:
+    """`rotate_residual_stream` for the embedding (E Q) and the head (W Q)."""
     emb = adapter.embeddings(model)
     _set(emb.weight, emb.weight.data.double() @ q.to(emb.weight.device, torch.float64))
-    for parts in adapter.all_layer_parts(model):
-        for lin in (parts.q_proj, parts.k_proj, parts.v_proj, parts.gate_proj, parts.up_proj):
-            rotate_input_side(lin, q)
-        for lin in (parts.o_proj, parts.down_proj):
-            rotate_output_side(lin, q)
     rotate_input_side(adapter.lm_head(model), q)
 
 

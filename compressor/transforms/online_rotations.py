@@ -7,7 +7,10 @@ function that attaches them (`attach_online_rotations`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
+
+import torch
 
 from torch import nn
 
@@ -39,6 +42,33 @@ def down_proj_seed(seed: int, enabled: bool) -> int | None:
     return seed + DOWN_SEED_OFFSET if enabled else None
 
 
+@dataclass(frozen=True)
+class OnlineRotations:
+    """The R4 (down_proj input) and R3 (Q/K after RoPE) matrices a stage installs, and R4's seed."""
+
+    down_seed: int | None
+    r4: torch.Tensor | None
+    r3: torch.Tensor | None
+
+
+def online_rotation_matrices(adapter: DecoderAdapter, seed: int, down_proj: bool, qk: bool) -> OnlineRotations:
+    down_seed = down_proj_seed(seed, down_proj)
+    r4 = random_hadamard_matrix(adapter.intermediate_size, seed=down_seed) if down_seed is not None else None
+    r3 = random_hadamard_matrix(adapter.head_dim, seed=seed + QK_SEED_OFFSET) if qk else None
+    return OnlineRotations(down_seed, r4, r3)
+
+
+def attach_layer_online_rotations(parts, rotations: OnlineRotations, fuse_down_proj: bool) -> None:
+    """Install R4 and R3 on one decoder layer (see `attach_online_rotations`)."""
+    if rotations.r4 is not None:
+        if fuse_down_proj:
+            attach_online_input_rotation(parts.layer.mlp, "down_proj", rotations.r4)
+        else:
+            wrap_linear(parts.layer.mlp, "down_proj").set_input_rotation(rotations.r4)
+    if rotations.r3 is not None:
+        set_qk_rotation(parts.layer.self_attn, rotations.r3)
+
+
 def attach_online_rotations(
     model: nn.Module, adapter: DecoderAdapter, seed: int, down_proj: bool, qk: bool, fuse_down_proj: bool
 ) -> int | None:
@@ -47,17 +77,9 @@ def attach_online_rotations(
     `fuse_down_proj` also folds R4 into down_proj's weight now (W ← W R4, the output is
     unchanged); OSTQuant passes False because it trains through R4 and fuses it afterwards.
     """
-    down_seed = down_proj_seed(seed, down_proj)
-    r4 = random_hadamard_matrix(adapter.intermediate_size, seed=down_seed) if down_seed is not None else None
-    r3 = random_hadamard_matrix(adapter.head_dim, seed=seed + QK_SEED_OFFSET) if qk else None
+    rotations = online_rotation_matrices(adapter, seed, down_proj, qk)
     for parts in adapter.all_layer_parts(model):
-        if r4 is not None:
-            if fuse_down_proj:
-                attach_online_input_rotation(parts.layer.mlp, "down_proj", r4)
-            else:
-                wrap_linear(parts.layer.mlp, "down_proj").set_input_rotation(r4)
-        if r3 is not None:
-            set_qk_rotation(parts.layer.self_attn, r3)
-    if r3 is not None:
+        attach_layer_online_rotations(parts, rotations, fuse_down_proj)
+    if rotations.r3 is not None:
         use_compressed_attention(model)
-    return down_seed
+    return rotations.down_seed

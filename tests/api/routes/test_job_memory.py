@@ -82,7 +82,7 @@ def test_unset_worker_memory_means_no_check(tmp_path):
 
 
 def test_a_recipe_that_needs_the_whole_model_is_not_offered_the_sequential_mode(small_worker_api):
-    body = {**SPEC, "recipe": {**RTN, "stages": [{"hadamard": {}}, *RTN["stages"]]}}
+    body = {**SPEC, "recipe": {**RTN, "stages": [{"ostquant": {"steps": 1}}, *RTN["stages"]]}}
     r = small_worker_api.submit(body)
     assert r.status_code == 422, r.text
     msg = r.json()["detail"][0]["msg"]
