@@ -48,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     resume_dir = out_dir / RESUME_DIR
     try:
         with ProgressDisplay(console, verbose=args.verbose) as display:
-            result = run(spec, out_dir, progress=display, resume_dir=resume_dir)
+            result = run(spec, out_dir, progress=display, resume_dir=resume_dir, device=args.device)
     except (UnknownModelError, ValueError) as e:
         console.print(f"[red]{e}")
         return 2
@@ -200,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", help="recipe file (YAML/JSON) or a ready-made recipe name")
     p.add_argument("--out", help="output folder for the checkpoint and report (resume state in OUT/resume until it succeeds)")
     p.add_argument("--resume", metavar="OUT", help="continue the interrupted run whose --out was OUT, from its last checkpoint")
+    p.add_argument("--device", help="where the job runs: auto (the GPU when CUDA is present, else cpu), cpu, cuda, cuda:N "
+                                    "(default: $COMPRESSOR_DEVICE, else auto)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_run)
 

@@ -23,9 +23,10 @@ from compressor.checkpoints import CheckpointStore
 from compressor.checkpoints.fingerprint import job_fingerprint
 from compressor.checkpoints.rng import restore_rng, rng_unit
 from compressor.checkpoints.store import Observer
-from compressor.eval.report import EvalScores, ExecutionSection, Report, SizeInfo, build_report, job_info, resume_section
+from compressor.eval.report import EvalScores, Report, SizeInfo, build_report, job_info, resume_section
 from compressor.eval.report_html import write_report_html
 from compressor.eval.resources import CostMeter
+from compressor.execution.plan import execution_section, plan_execution
 from compressor.export.compressed_tensors_format import (
     export_compressed_tensors,
     quantized_bits_per_weight,
@@ -119,6 +120,7 @@ def run(
     resume_dir: Path | None = None,
     attempt: int | None = None,
     checkpoint_observer: Observer | None = None,
+    device: str | None = None,
 ) -> RunResult:
     """Run one compression job; writes the checkpoint, report.json and report.html under `out_dir`.
 
@@ -126,6 +128,8 @@ def run(
     reused by a later call with the same job (same fingerprint); the folder is emptied when
     the job succeeds. `attempt` numbers the try for the events (the service's attempt count);
     `checkpoint_observer` hears of every checkpoint write (the service mirrors them to S3).
+    `device` (`cpu`, `cuda:N`, `auto`; None: `COMPRESSOR_DEVICE`) is where every stage and the
+    evaluation run; the weights are loaded in the working dtype it implies (`recipe.execution.dtype`).
     """
     spec = JobSpec.model_validate(spec)
     recipe = spec.recipe
@@ -135,12 +139,13 @@ def run(
     problems = check_recipe_against_model(store.config(spec.model), recipe)  # the family and widths, before any weight loads
     if problems:
         raise ValueError(f"the recipe cannot run on {spec.model}:\n  " + "\n  ".join(problems))
+    plan = plan_execution(store.config(spec.model), recipe, device)  # an end-to-end job that cannot fit fails here
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prog = Progress(progress, should_cancel)
     meter = CostMeter()
     seed_everything(recipe.seed)
-    machine = machine_info()
+    machine = machine_info(plan.target.device)
     checkpoints = CheckpointStore(None)
     if resume_dir is not None:
         fingerprint = job_fingerprint(spec, model_dir, home / "data", machine.device_kind)
@@ -148,19 +153,22 @@ def run(
         if checkpoints.info.fresh_reason:
             prog.emit("message", f"starting fresh: {checkpoints.info.fresh_reason}")
 
-    device, dtype = torch.device("cpu"), torch.float32
+    device, dtype = plan.target.torch_device(), plan.target.torch_dtype()
     info = store.info(spec.model)
     layers_mode, layers_why = choose_layers(recipe, int(info.get("params", 0)) * dtype.itemsize, _available_bytes(device),
                                             layout_changes=_layout_changes(store.config(spec.model)))
+    plan = plan.for_layers(store.config(spec.model), recipe, layers_mode)
     prog.stage = "load"
     prog.emit("stage_start", f"loading {spec.model} ({layers_mode}: {layers_why})")
+    prog.emit("message", f"running on {plan.target.describe()}", data={"device": plan.target.device, "dtype": plan.target.dtype})
     with meter.measure("load"):
         if layers_mode == "sequential":
             model, layer_store = load_skeleton(model_dir, out_dir / LAYERS_WORK_DIR, device, dtype)
             tokenizer = store.tokenizer(spec.model)
             adapter = layer_store.adapter
         else:
-            model, tokenizer = store.load(spec.model)
+            model, tokenizer = store.load(spec.model, dtype=dtype)
+            model.to(device)
             adapter = adapter_for(model)
             layer_store = ResidentLayers(model, adapter)
     ctx = CompressionContext(model, tokenizer, adapter, recipe, prog, data_dir=home / "data", checkpoints=checkpoints,
@@ -206,8 +214,7 @@ def run(
         machine=machine,
         resume=resume_section(checkpoints.info) if resume_dir is not None else None,
         engines=engines,
-        execution=ExecutionSection(device=str(device), dtype=str(dtype).removeprefix("torch."), layers=layers_mode,
-                                   measured_peak_mb=meter.peak_rss_mb),
+        execution=execution_section(plan, meter.peak_rss_mb),
     )
     report_json = report.model_dump(mode="json")
     (out_dir / "report.json").write_text(json.dumps(report_json, indent=2) + "\n")

@@ -7,6 +7,7 @@ at PostgreSQL and sets `COMPRESSOR_EXECUTOR=celery`.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +15,27 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.storage.url import parse_s3_url
+
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_worker_memory(text: str) -> dict[str, int]:
+    """`cuda=141GiB,cpu=64GiB` → {"cuda": 141·2³⁰, "cpu": 64·2³⁰}; ValueError naming COMPRESSOR_WORKER_MEMORY's bad entry."""
+    out: dict[str, int] = {}
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        kind, sep, amount = (p.strip() for p in entry.partition("="))
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([a-zA-Z]*)", amount)
+        if not sep or kind not in ("cpu", "cuda") or m is None or m.group(2).lower() not in _UNITS:
+            raise ValueError(f"COMPRESSOR_WORKER_MEMORY entry {entry!r}: expected KIND=SIZE with KIND cpu or cuda and "
+                             f"SIZE like 24GiB, 64GB or 512MiB (e.g. 'cuda=141GiB,cpu=64GiB')")
+        if kind in out:
+            raise ValueError(f"COMPRESSOR_WORKER_MEMORY: {kind} is given twice")
+        out[kind] = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    return out
 
 
 def default_home() -> Path:
@@ -61,6 +83,31 @@ class Settings(BaseSettings):
         "", description="where POST /v1/models may import from, comma-separated: absolute local roots, hf://<org>, "
                         "s3://bucket[/prefix][?endpoint_url=…&region=…]; empty = REST imports refused (the CLI is not limited)")
     max_model_bytes: int = Field(200 * 10**9, ge=1, description="an import whose safetensors weights are larger is refused")
+
+    device: str = Field(
+        "auto", description="where this worker's jobs run: auto (its GPU when CUDA is present, else cpu), cpu, cuda, cuda:N; "
+                            "one Celery worker per GPU, each seeing its GPU as cuda:0 through CUDA_VISIBLE_DEVICES")
+    worker_memory: str = Field(
+        "", description="memory of the configured workers by device kind, e.g. 'cpu=24GiB' or 'cuda=141GiB,cpu=64GiB': "
+                        "POST /v1/jobs refuses (422) a job whose estimated peak fits none; empty = no check")
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        from compressor.execution.device import parse_device_setting
+
+        return parse_device_setting(value)  # ValueError naming COMPRESSOR_DEVICE and the allowed values
+
+    @field_validator("worker_memory")
+    @classmethod
+    def _check_worker_memory(cls, text: str) -> str:
+        parse_worker_memory(text)  # ValueError naming the bad entry
+        return text
+
+    @property
+    def worker_memory_bytes(self) -> dict[str, int]:
+        """device kind (cpu, cuda) → bytes of the largest configured worker of that kind."""
+        return parse_worker_memory(self.worker_memory)
 
     @field_validator("model_sources")
     @classmethod

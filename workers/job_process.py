@@ -8,6 +8,7 @@ for the supervisor, which alone moves the job to a terminal state.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -46,6 +47,7 @@ class JobProcessArgs:
     parent_pid: int
     resume_dir: Path | None = None  # the job's checkpoints (local; shared by its attempts unless mirrored)
     checkpoint_mirror_url: str = ""  # an s3:// artifact store: checkpoints restored from and mirrored to it
+    device: str = "auto"  # the worker's COMPRESSOR_DEVICE: where the pipeline runs the job
 
     @property
     def lease(self) -> jobs_db.Lease:
@@ -53,11 +55,13 @@ class JobProcessArgs:
 
 
 def run_pipeline(spec: Any, out_dir: Path, *, home: Path, progress: Callable, should_cancel: Callable,
-                 resume_dir: Path | None = None, attempt: int | None = None, checkpoint_observer: Callable | None = None) -> Any:
+                 resume_dir: Path | None = None, attempt: int | None = None, checkpoint_observer: Callable | None = None,
+                 device: str = "auto") -> Any:
+    """The library's job; it emits `running on <device>, <dtype>` as an event and records both in the report."""
     import compressor
 
     return compressor.run(spec, out_dir, progress=progress, should_cancel=should_cancel, home=home,
-                          resume_dir=resume_dir, attempt=attempt, checkpoint_observer=checkpoint_observer)
+                          resume_dir=resume_dir, attempt=attempt, checkpoint_observer=checkpoint_observer, device=device)
 
 
 def run_dry(spec: Any, out_dir: Path, *, home: Path, progress: Callable, should_cancel: Callable,
@@ -193,6 +197,8 @@ def main(args: JobProcessArgs) -> None:
             spec, runner, mirror, resume_dir = import_job.ModelImportSpec.model_validate(args.spec), import_job.run, None, None
         else:
             spec, runner, resume_dir = JobSpec.model_validate(args.spec), RUNNERS[args.runner], args.resume_dir
+            if runner is run_pipeline:
+                runner = functools.partial(run_pipeline, device=args.device)
             mirror = checkpoint_mirror(args.checkpoint_mirror_url, args.job_id) if resume_dir else None
             if mirror is not None and (restored := mirror.restore(resume_dir)):
                 writer(_message(f"restored {restored} checkpoint files from the artifact store", "starting"))

@@ -88,7 +88,7 @@ class JobRun:
             database_url=self.settings.database_url, home=Path(self.settings.home), out_dir=self.out_dir,
             result_path=self.result_path, runner=self.settings.job_runner, event_flush_s=self.settings.event_flush_s,
             spec=self.spec, parent_pid=os.getpid(), resume_dir=self.resume_dir,
-            checkpoint_mirror_url=self.settings.artifacts_url if self.mirror else "")
+            checkpoint_mirror_url=self.settings.artifacts_url if self.mirror else "", device=self.settings.device)
         proc = multiprocessing.get_context("spawn").Process(
             target=job_process.main, args=(args,), name=f"compressor-{self.lease.job_id}", daemon=False)
         proc.start()

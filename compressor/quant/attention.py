@@ -60,7 +60,8 @@ def use_compressed_attention(model: nn.Module) -> None:
 
 
 def set_qk_rotation(attention: nn.Module, rotation: torch.Tensor) -> None:
-    attention.register_buffer(QK_ROTATION, rotation.float(), persistent=False)
+    device = next(attention.parameters()).device  # moved once, not per forward
+    attention.register_buffer(QK_ROTATION, rotation.to(device=device, dtype=torch.float32), persistent=False)
 
 
 def set_kv_quant(attention: nn.Module, cfg: KVCacheQuantConfig | None) -> None:

@@ -82,7 +82,7 @@ class FakeQuantLinear(nn.Module):
         return self.linear.out_features
 
     def set_input_rotation(self, rotation: torch.Tensor) -> None:
-        self.input_rotation = rotation.to(torch.float32)
+        self.input_rotation = rotation.to(device=self.linear.weight.device, dtype=torch.float32)  # once, not per forward
 
     def rotate_input(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_rotation is None:

@@ -47,7 +47,7 @@ class IntermediateStats:
 
     num_layers: int
     l1: list[torch.Tensor] = field(default_factory=list)  # mean |x₁| per layer hooked call, differentiable
-    zeros: list[int] = field(default_factory=list)
+    zeros: list[int | torch.Tensor] = field(default_factory=list)  # counted on the device; read once per report
     counts: list[int] = field(default_factory=list)
     track_l1: bool = True
 
@@ -62,19 +62,22 @@ class IntermediateStats:
     def observe(self, layer: int, x: torch.Tensor) -> None:
         if self.track_l1:
             self.l1.append(x.abs().float().mean())
-        self.zeros[layer] += int((x == 0).sum().item())
+        self.zeros[layer] = self.zeros[layer] + (x == 0).sum()  # no host sync per forward
         self.counts[layer] += x.numel()
 
     def l1_penalty(self) -> torch.Tensor:
         """Σ over layers of mean |x₁| (mean over tokens and neurons, so λ does not scale with width)."""
         return torch.stack(self.l1).sum() if self.l1 else torch.zeros(())
 
+    def _zero_counts(self) -> list[int]:
+        return [int(z) for z in self.zeros]
+
     def per_layer_sparsity(self) -> list[float]:
-        return [z / c if c else 0.0 for z, c in zip(self.zeros, self.counts)]
+        return [z / c if c else 0.0 for z, c in zip(self._zero_counts(), self.counts)]
 
     def sparsity(self) -> float:
         total = sum(self.counts)
-        return sum(self.zeros) / total if total else 0.0
+        return sum(self._zero_counts()) / total if total else 0.0
 
 
 @contextmanager

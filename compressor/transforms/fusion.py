@@ -2,7 +2,8 @@
 
 Row-vector convention: a linear computes y = x Wᵀ. Rotating the residual stream by an
 orthogonal Q (h' = h Q) means input-side weights become W Q and output-side weights Qᵀ W.
-All products are formed in float64 and cast back, so a fused model with quantization off
+All products are formed in float64 on the weights' device (a transform built on the CPU
+is moved there) and cast back, so a fused model with quantization off
 matches the original to ~1e-6 relative in fp32.
 """
 
@@ -23,21 +24,22 @@ def _set(param: torch.Tensor, value: torch.Tensor) -> None:
 def scale_input_columns(linear: nn.Module, scale: torch.Tensor) -> None:
     """W ← W diag(scale): the layer now expects inputs divided by `scale`."""
     w = plain_linear(linear).weight
-    _set(w, w.data.double() * scale.double().unsqueeze(0))
+    _set(w, w.data.double() * scale.to(w.device, torch.float64).unsqueeze(0))
 
 
 def rotate_input_side(linear: nn.Module, q: torch.Tensor) -> None:
     """W ← W Q, for a linear reading a stream that is now h Q."""
     w = plain_linear(linear).weight
-    _set(w, w.data.double() @ q.double())
+    _set(w, w.data.double() @ q.to(w.device, torch.float64))
 
 
 def rotate_output_side(linear: nn.Module, q: torch.Tensor) -> None:
     """W ← Qᵀ W (and b ← b Q), for a linear whose output stream is now y Q."""
     lin = plain_linear(linear)
-    _set(lin.weight, q.double().T @ lin.weight.data.double())
+    q = q.to(lin.weight.device, torch.float64)
+    _set(lin.weight, q.T @ lin.weight.data.double())
     if lin.bias is not None:
-        _set(lin.bias, lin.bias.data.double() @ q.double())
+        _set(lin.bias, lin.bias.data.double() @ q)
 
 
 def fold_norms_into_linears(model: nn.Module, adapter: DecoderAdapter) -> None:
@@ -91,7 +93,7 @@ def rotate_layer_residual(parts, q: torch.Tensor) -> None:
 def rotate_outer_residual(model: nn.Module, adapter: DecoderAdapter, q: torch.Tensor) -> None:
     """`rotate_residual_stream` for the embedding (E Q) and the head (W Q)."""
     emb = adapter.embeddings(model)
-    _set(emb.weight, emb.weight.data.double() @ q.double())
+    _set(emb.weight, emb.weight.data.double() @ q.to(emb.weight.device, torch.float64))
     rotate_input_side(adapter.lm_head(model), q)
 
 
@@ -105,7 +107,7 @@ def rotate_value_heads(parts, adapter: DecoderAdapter, rotations: list[torch.Ten
     v, o = plain_linear(parts.v_proj), plain_linear(parts.o_proj)
     wv, wo = v.weight.data.double(), o.weight.data.double()
     for j, r in enumerate(rotations):
-        r = r.double()
+        r = r.to(wv.device, torch.float64)
         rows = slice(j * d, (j + 1) * d)
         wv[rows] = r.T @ wv[rows]
         if v.bias is not None:
@@ -170,7 +172,7 @@ def fuse_value_head_transforms(parts, adapter: DecoderAdapter, a: torch.Tensor) 
     shared by `num_heads / num_kv_heads` query heads, so its matrix is applied to the o_proj
     columns of all of them. Formed in float64.
     """
-    a = a.double()
+    a = a.to(plain_linear(parts.v_proj).weight.device, torch.float64)
     inv = torch.linalg.inv(a)
     groups = adapter.num_heads // adapter.num_kv_heads
     wv, bv = head_output_weights(plain_linear(parts.v_proj).weight.data.double(), _bias64(parts.v_proj), inv)
@@ -186,7 +188,7 @@ def fuse_query_key_transforms(parts, adapter: DecoderAdapter, a: torch.Tensor) -
     projections and the product); `a` is [num_kv_heads, head_dim, head_dim]. Formed in float64.
     """
     adapter.require_query_key_transform()
-    a = a.double()
+    a = a.to(plain_linear(parts.q_proj).weight.device, torch.float64)
     inv = torch.linalg.inv(a)
     groups = adapter.num_heads // adapter.num_kv_heads
     wq, bq = head_output_weights(plain_linear(parts.q_proj).weight.data.double(), _bias64(parts.q_proj), inv.repeat_interleave(groups, dim=0))
@@ -200,7 +202,7 @@ def fold_smoothing_into_norm(norm: nn.Module, linears: list[nn.Module], s: torch
 
     `offset` is the norm's gain offset (Gemma's norm multiplies by 1 + w, so w ← (1 + w) / s − 1).
     """
-    s = s.double()
+    s = s.to(norm.weight.device, torch.float64)
     _set(norm.weight, (norm.weight.data.double() + offset) / s - offset)
     for lin in linears:
         scale_input_columns(lin, s)
@@ -208,10 +210,9 @@ def fold_smoothing_into_norm(norm: nn.Module, linears: list[nn.Module], s: torch
 
 def fuse_input_transform(linears: list[nn.Module], a: torch.Tensor) -> None:
     """W ← W Aᵀ for linears that will read x A⁻¹ (the producer or a run-time op supplies the A⁻¹)."""
-    a = a.double()
     for lin in linears:
         w = plain_linear(lin).weight
-        _set(w, w.data.double() @ a.T)
+        _set(w, w.data.double() @ a.to(w.device, torch.float64).T)
 
 
 # --------------------------------------------------------------------------- run-time transforms

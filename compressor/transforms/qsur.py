@@ -52,7 +52,7 @@ def optimal_rotation_scaling(cov: torch.Tensor) -> torch.Tensor:
 
 
 class ActivationMoments:
-    """Running mean and covariance of a linear's inputs (float64)."""
+    """Running mean and covariance of a linear's inputs (float64, on the inputs' device)."""
 
     def __init__(self, d: int):
         self.sum = torch.zeros(d, dtype=torch.float64)
@@ -60,6 +60,8 @@ class ActivationMoments:
         self.count = 0
 
     def add(self, x: torch.Tensor) -> None:
+        if self.count == 0 and x.device != self.sum.device:
+            self.sum, self.outer = self.sum.to(x.device), self.outer.to(x.device)
         x = x.reshape(-1, x.shape[-1]).double()
         self.sum += x.sum(0)
         self.outer += x.T @ x

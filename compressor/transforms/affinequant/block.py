@@ -64,8 +64,10 @@ class TransformedBlock:
         self.parts, self.transforms, self.clips = parts, transforms, clips
         self.groups = adapter.num_heads // adapter.num_kv_heads
         linears = {name: plain_linear(module) for name, module in parts.linears().items()}
-        self.weights = {name: lin.weight.detach() for name, lin in linears.items()}
-        self.biases = {name: None if lin.bias is None else lin.bias.detach() for name, lin in linears.items()}
+        # transformed in fp32 whatever the working dtype (no copy when the model is fp32), handed back in the layer's dtype
+        self.dtype = {name: lin.weight.dtype for name, lin in linears.items()}
+        self.weights = {name: lin.weight.detach().float() for name, lin in linears.items()}
+        self.biases = {name: None if lin.bias is None else lin.bias.detach().float() for name, lin in linears.items()}
         self.paths = {name: _path_in(parts.layer, lin) for name, lin in linears.items()}
         self._norm_inverses: dict[str, torch.Tensor] = {}
 
@@ -96,9 +98,9 @@ class TransformedBlock:
         for name, w in weights.items():
             if quantize and self.clips is not None:
                 w = self.clips[name].fake_quantize(w)
-            params[f"{self.paths[name]}.weight"] = w.to(self.weights[name].dtype)
+            params[f"{self.paths[name]}.weight"] = w.to(self.dtype[name])
             if biases[name] is not None:
-                params[f"{self.paths[name]}.bias"] = biases[name].to(self.weights[name].dtype)
+                params[f"{self.paths[name]}.bias"] = biases[name].to(self.dtype[name])
         return params
 
     def forward(self, hidden: torch.Tensor, kwargs: dict[str, Any], epoch: int, quantize: bool = True) -> torch.Tensor:

@@ -23,11 +23,12 @@ def band_count(epoch: int, epochs: int, size: int) -> int:
     return (size - 1) * epoch // (epochs - 1) + 1
 
 
-def band_mask(size: int, epoch: int, epochs: int, stability_factor: float, gradual: bool = True) -> torch.Tensor:
+def band_mask(size: int, epoch: int, epochs: int, stability_factor: float, gradual: bool = True,
+              device: torch.device | str | None = None) -> torch.Tensor:
     """[size, size] mask: 1 on the diagonal, sf where 0 < |i−j| < n_e, 0 elsewhere (identity when not gradual)."""
     if not gradual:
-        return torch.eye(size)
-    idx = torch.arange(size)
+        return torch.eye(size, device=device)
+    idx = torch.arange(size, device=device)
     distance = (idx[:, None] - idx[None, :]).abs()
     mask = torch.where(distance < band_count(epoch, epochs, size), stability_factor, 0.0)
     mask.fill_diagonal_(1.0)

@@ -76,7 +76,7 @@ class MaskedMatrix(nn.Module):
         self.epochs, self.stability_factor, self.gradual = epochs, stability_factor, gradual
 
     def mask(self, epoch: int) -> torch.Tensor:
-        return band_mask(self.weight.shape[-1], epoch, self.epochs, self.stability_factor, self.gradual)
+        return band_mask(self.weight.shape[-1], epoch, self.epochs, self.stability_factor, self.gradual, device=self.weight.device)
 
     def matrix(self, epoch: int) -> torch.Tensor:
         return self.weight * self.mask(epoch)

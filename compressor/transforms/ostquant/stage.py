@@ -49,9 +49,9 @@ def qsur_table(ctx: CompressionContext, params: OSTParameters, moments: dict, do
     for (layer, kind), acc in sorted(moments.items()):
         mean, cov = acc.moments()
         d = mean.numel()
-        eye = torch.eye(d, dtype=torch.float64)
+        eye = torch.eye(d, dtype=torch.float64, device=mean.device)
         if kind == "down":
-            rotation = random_hadamard_matrix(d, seed=down_seed) if down_seed is not None else eye
+            rotation = random_hadamard_matrix(d, seed=down_seed).to(mean.device) if down_seed is not None else eye
             scale = params.log_ud[layer] if params.has_scales else None
             rotation_scaling = torch.diag((-scale.detach().double()).exp()) @ rotation if scale is not None else rotation
         else:
@@ -88,7 +88,7 @@ def run_ostquant(ctx: CompressionContext, cfg: OSTQuantConfig) -> dict[str, Any]
     if target.kv_cache is not None:
         use_compressed_attention(model)
 
-    params = OSTParameters(model, adapter, cfg)
+    params = OSTParameters(model, adapter, cfg).to(ctx.device)  # trained where the model is
     # weight-only targets train through fake-quantized weights; W4A4 targets through activations only
     weight_target = target.weights if target.activations is None else None
     losses = train_transforms(ctx, params, cfg, weight_target, down_seed)

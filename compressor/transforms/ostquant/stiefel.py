@@ -32,7 +32,7 @@ class CayleyAdam(torch.optim.Optimizer):
                 if not state:
                     state["step"] = 0
                     state["m"] = torch.zeros_like(a)
-                    state["v"] = torch.zeros(a.shape[:-2] + (1, 1), dtype=a.dtype)
+                    state["v"] = torch.zeros(a.shape[:-2] + (1, 1), dtype=a.dtype, device=a.device)
                 state["step"] += 1
                 t = state["step"]
                 state["m"].mul_(beta1).add_(a, alpha=1 - beta1)
@@ -40,11 +40,11 @@ class CayleyAdam(torch.optim.Optimizer):
                 m_hat = state["m"] / (1 - beta1**t)
                 v_hat = state["v"] / (1 - beta2**t)
                 d = group["lr"] / x.shape[-1] ** 0.5 * m_hat / (v_hat.sqrt() + group["eps"])
-                eye = torch.eye(x.shape[-1], dtype=x.dtype).expand_as(d)
+                eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device).expand_as(d)
                 x.copy_(torch.linalg.solve(eye + d / 2, (eye - d / 2) @ x))
 
 
 def orthogonality_error(x: torch.Tensor) -> float:
     """max |X Xᵀ − I| over a (batch of) square matrices."""
-    eye = torch.eye(x.shape[-1], dtype=x.dtype)
+    eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
     return (x @ x.transpose(-1, -2) - eye).abs().max().item()

@@ -78,7 +78,8 @@ def train_transforms(
         return []
     body = model.model
     name_of = {id(p): n for n, p in body.named_parameters()}
-    embedding, head = adapter.embeddings(model).weight.detach(), adapter.lm_head(model).weight.detach()
+    # trained in fp32 whatever the working dtype (no copy when the model is fp32)
+    embedding, head = adapter.embeddings(model).weight.detach().float(), adapter.lm_head(model).weight.detach().float()
     layers = adapter.all_layer_parts(model)
     tokens = ctx.calibration_tokens()
     gen = torch.Generator().manual_seed(cfg.seed)
