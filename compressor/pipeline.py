@@ -32,6 +32,7 @@ from compressor.export.compressed_tensors_format import (
     quantized_bits_per_weight,
 )
 from compressor.export.format import library_versions, read_manifest
+from compressor.execution.device import device_memory
 from compressor.execution.layer_policy import choose_layers
 from compressor.execution.residency import ResidentLayers
 from compressor.execution.skeleton import load_skeleton
@@ -62,15 +63,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _available_bytes(device: torch.device) -> int:
-    """Free memory of the job's device: the GPU's, or the machine's available RAM."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    import psutil
-
-    return psutil.virtual_memory().available
 
 
 def _layout_changes(config: dict[str, Any]) -> bool:
@@ -155,7 +147,7 @@ def run(
 
     device, dtype = plan.target.torch_device(), plan.target.torch_dtype()
     info = store.info(spec.model)
-    layers_mode, layers_why = choose_layers(recipe, int(info.get("params", 0)) * dtype.itemsize, _available_bytes(device),
+    layers_mode, layers_why = choose_layers(recipe, int(info.get("params", 0)) * dtype.itemsize, device_memory(str(device))[0],
                                             layout_changes=_layout_changes(store.config(spec.model)))
     plan = plan.for_layers(store.config(spec.model), recipe, layers_mode)
     prog.stage = "load"

@@ -51,14 +51,19 @@ def _accumulate(scores: WindowScores, logits_q: Callable[[slice], torch.Tensor],
     """Add the NLL (and, with `logits_p`, the reference NLL and KL) of predicting `targets`, a chunk of positions at a time."""
     n = targets.numel()
     chunk = max(1, CHUNK_VALUES // vocab_size)
+    sums = torch.zeros(3, dtype=torch.float64, device=targets.device)  # nll, reference nll, kl: one host sync per call
     for start in range(0, n, chunk):
         rows = slice(start, min(start + chunk, n))
         logq = F.log_softmax(logits_q(rows).float(), dim=-1)
-        scores.nll_sum += F.nll_loss(logq, targets[rows], reduction="sum").item()
+        sums[0] += F.nll_loss(logq, targets[rows], reduction="sum").double()
         if logits_p is not None:
             logp = F.log_softmax(logits_p(rows).float(), dim=-1)
-            scores.ref_nll_sum += F.nll_loss(logp, targets[rows], reduction="sum").item()
-            scores.kl_sum += (logp.exp() * (logp - logq)).sum().item()
+            sums[1] += F.nll_loss(logp, targets[rows], reduction="sum").double()
+            sums[2] += (logp.exp() * (logp - logq)).sum().double()
+    nll, ref_nll, kl = sums.tolist()
+    scores.nll_sum += nll
+    scores.ref_nll_sum += ref_nll
+    scores.kl_sum += kl
     scores.tokens += n
 
 

@@ -77,7 +77,7 @@ def quantize_weights_gptq(ctx: CompressionContext, cfg: WeightQuantConfig) -> No
             assert inputs is not None
             linears = {name: plain_linear(lin) for name, lin in parts.linears().items()}
             source = {name: parts.shared_inputs().get(name, name) for name in linears}  # q/k/v and gate/up share one
-            hessians = {name: HessianAccumulator(linears[name].in_features) for name in set(source.values())}
+            hessians = {name: HessianAccumulator(linears[name].in_features, ctx.device) for name in set(source.values())}
             watched = {name: linears[name] for name in hessians}
             with capture_linear_inputs(watched, lambda name, x: hessians[name].add(x)):
                 layer_outputs(parts.layer, inputs)

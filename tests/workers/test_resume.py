@@ -78,7 +78,7 @@ def test_killed_job_resumes_through_the_service_with_the_same_bytes(tiny4_store,
     assert weights["sha256"] == whole_sha
     assert not (Path(settings.checkpoints_dir) / job_id).exists()
     if artifacts == "s3":
-        # the journal, layers 0 and 1, and the calibration activations entering layer 1
-        assert "restored 4 checkpoint files from the artifact store" in messages
+        # the journal, the original's scores measured before the stages, layers 0 and 1, and the activations entering layer 1
+        assert "restored 5 checkpoint files from the artifact store" in messages
         mirror = checkpoint_mirror(settings.artifacts_url, job_id)
         assert mirror is not None and mirror._keys() == []

@@ -277,7 +277,7 @@ def test_prosparse_then_quantize_through_pipeline(tiny_store: Path, tmp_path: Pa
     section = result.report["sparsity"]
     assert len(section["per_layer"]) == 2 and 0.0 < section["mean"] < 1.0
     assert section["fatrelu_threshold"] == 0.01 and 0.0 < section["ppl_p_sparsity"] <= 1.0
-    assert [s["name"] for s in result.report["stages"]][1:3] == ["0:prosparse", "1:quantize"]
+    assert [s["name"] for s in result.report["stages"]][:4] == ["load", "reference:wiki", "0:prosparse", "1:quantize"]
     assert math.isfinite(result.report["perplexity"]["compressed"]["wiki"])
 
     checkpoint = tmp_path / "out" / "checkpoint"
