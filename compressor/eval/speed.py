@@ -59,7 +59,7 @@ class SpeedJob:
 
     checkpoint_dir: Path
     original_dir: Path
-    dataset: str
+    dataset: str | None  # None: the job evaluated nothing
     windows: torch.Tensor  # [n, window] token ids: the first n windows the job's evaluation scored
     fake_quant: nn.Module  # the in-memory model the job evaluated (fake-quantized)
     device: torch.device
@@ -69,8 +69,9 @@ class SpeedJob:
 def speed_job(ctx: Any, checkpoint_dir: Path, original_dir: Path, cfg: SpeedConfig) -> SpeedJob:
     """The `SpeedJob` of a running job: the first `cfg.windows` windows of its first eval dataset, `ctx.model`, its device."""
     ecfg = ctx.recipe.eval
-    dataset = ecfg.datasets[0]
-    windows = eval_windows(ctx.tokenizer, load_text(dataset, "eval", ctx.data_dir), ecfg.max_tokens, ecfg.window)
+    dataset = ecfg.datasets[0] if ecfg.datasets else None
+    windows = (eval_windows(ctx.tokenizer, load_text(dataset, "eval", ctx.data_dir), ecfg.max_tokens, ecfg.window)
+               if dataset else torch.empty(0, ecfg.window, dtype=torch.long))
     return SpeedJob(checkpoint_dir=Path(checkpoint_dir), original_dir=Path(original_dir), dataset=dataset,
                     windows=windows[: cfg.windows], fake_quant=ctx.model, device=torch.device(ctx.device), dtype=ctx.dtype)
 
@@ -83,6 +84,8 @@ def measure_speed(job: SpeedJob, cfg: SpeedConfig) -> SpeedSection:
     """
     start = time.perf_counter()
     base = dict(device=str(job.device), dtype=str(job.dtype).removeprefix("torch."), threads=torch.get_num_threads())
+    if job.dataset is None or job.windows.shape[0] == 0:
+        return SpeedSection(**base, skipped_reason="no evaluation windows to check the reloaded checkpoint on (eval.datasets is empty)")
     try:
         compressed = load(job.checkpoint_dir, dtype=job.dtype, device=job.device)
     except UnsupportedArtifactError as e:
