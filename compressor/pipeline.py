@@ -26,6 +26,7 @@ from compressor.checkpoints.store import Observer
 from compressor.eval.report import EvalScores, Report, SizeInfo, build_report, job_info, resume_section
 from compressor.eval.report_html import write_report_html
 from compressor.eval.resources import CostMeter
+from compressor.eval.speed import measure_speed, speed_job
 from compressor.execution.plan import execution_section, plan_execution
 from compressor.export.compressed_tensors_format import (
     export_compressed_tensors,
@@ -187,6 +188,11 @@ def run(
         engines = read_manifest(out_dir / CHECKPOINT_DIR).get("engine_support")
 
     scores = evaluate(ctx, reference, meter) if recipe.eval.datasets else EvalScores()
+    speed = None
+    if recipe.eval.speed is not None and artifacts:  # the checkpoint reloaded with compressor.load: checked and timed
+        prog.stage = "speed"
+        with meter.measure("speed"):
+            speed = measure_speed(speed_job(ctx, out_dir / CHECKPOINT_DIR, model_dir, recipe.eval.speed), recipe.eval.speed)
 
     params = sum(p.numel() for p in model.parameters())
     report = build_report(
@@ -207,6 +213,7 @@ def run(
         resume=resume_section(checkpoints.info) if resume_dir is not None else None,
         engines=engines,
         execution=execution_section(plan, meter.peak_rss_mb),
+        speed=speed,
     )
     report_json = report.model_dump(mode="json")
     (out_dir / "report.json").write_text(json.dumps(report_json, indent=2) + "\n")

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compressor.eval.report import JobInfo, LayerError, Report, SizeInfo, StageReport, job_info
+from compressor.eval.report import (
+    JobInfo, LayerError, LinearBackend, ReloadCheck, Report, SizeInfo, SpeedSection, StageReport, Throughput, job_info,
+)
 from compressor.export.format import library_versions, write_manifest
 from compressor.progress import Progress, ProgressEvent
 from compressor.spec import JobSpec
@@ -82,8 +84,22 @@ def run(spec: JobSpec, out_dir: Path, progress: Callable[[ProgressEvent], None] 
         layers=[LayerError(**layer) for layer in layers],
         seconds=seconds,
         peak_rss_mb=1.0,
+        speed=dry_speed_section(recipe.eval.speed) if recipe.eval.speed is not None else None,
     ).model_dump(mode="json")
     (Path(out_dir) / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     p.stage = None
     p.emit("message", f"dry run done in {seconds:.1f} s")
     return DryRunResult(Path(out_dir), report, sorted(checkpoint.iterdir()) + [Path(out_dir) / "report.json"])
+
+
+def dry_speed_section(cfg) -> SpeedSection:  # noqa: ANN001  (compressor.spec.SpeedConfig)
+    """The pipeline's speed section in its shape, with stand-in numbers (nothing is loaded or timed)."""
+    reload = ReloadCheck(dataset="wiki", windows=cfg.windows, tokens=cfg.windows * 511, fake_quant_perplexity=20.5,
+                         reloaded_perplexity=20.51, relative_difference=0.01 / 20.5, tolerance=cfg.tolerance,
+                         passed=0.01 / 20.5 <= cfg.tolerance)
+    rows = [Throughput(phase=phase, batch=b, tokens_per_sequence=tokens, original_tokens_per_s=100.0 * b,
+                       compressed_tokens_per_s=150.0 * b, speedup=1.5)
+            for b in cfg.batch_sizes for phase, tokens in (("prefill", cfg.prompt_tokens), ("decode", cfg.decode_tokens))]
+    return SpeedSection(device="cpu", dtype="float32", threads=1, reload=reload, throughput=rows,
+                        backends=[LinearBackend(kind="int4", backend="dry-run", kernel="none (dry run)", modules=NUM_LAYERS)],
+                        weight_bytes={"original": 8192, "compressed": 4096}, rounds=cfg.rounds)

@@ -97,6 +97,31 @@ function metricsTable(m) {
   return `<table id="metrics"><thead><tr><th>metric</th><th>original</th><th>compressed</th></tr></thead><tbody>${rows}${extra}</tbody></table>`;
 }
 
+function speedTable(m) {
+  // size, quality and speed side by side: the checkpoint as compressor.load runs it, against the original
+  const sp = m && m.speed;
+  if (!sp) return "";
+  const where = `<p class="muted">${esc(sp.device)} · ${esc(sp.dtype)} · ${esc(sp.threads)} CPU threads</p>`;
+  if (sp.skipped_reason) return `<div id="speed"><h3>Speed</h3>${where}<p id="speed-skipped">Not measured: ${esc(sp.skipped_reason)}</p></div>`;
+  const num = (v, d) => v == null || !isFinite(v) ? "–" : Number(v).toFixed(d);
+  const ratio = (a, b) => a && b ? `${(a / b).toFixed(2)}×` : "–";
+  const size = m.size || {}, w = sp.weight_bytes || {};
+  let rows = `<tr><td>checkpoint</td><td>${size.original_bytes ? fmtBytes(size.original_bytes) : "–"}</td>
+    <td>${size.checkpoint_bytes ? fmtBytes(size.checkpoint_bytes) : "–"}${size.bits_per_weight ? ` (${num(size.bits_per_weight, 2)} bits/weight)` : ""}</td>
+    <td>${ratio(size.checkpoint_bytes, size.original_bytes)}</td></tr>`;
+  if (w.original) rows += `<tr><td>weights in memory</td><td>${fmtBytes(w.original)}</td><td>${fmtBytes(w.compressed || 0)}</td><td>${ratio(w.compressed, w.original)}</td></tr>`;
+  const r = sp.reload;
+  if (r) rows += `<tr><td>perplexity (${esc(r.dataset)}, ${esc(r.windows)} windows): fake-quant vs reloaded</td><td>${num(r.fake_quant_perplexity, 3)}</td>
+    <td>${num(r.reloaded_perplexity, 3)}</td><td class="${r.passed ? "" : "error"}">${num(100 * r.relative_difference, 3)}% ${r.passed ? "ok" : "over"} ${num(100 * r.tolerance, 2)}%</td></tr>`;
+  for (const t of sp.throughput || []) {
+    rows += `<tr data-phase="${esc(t.phase)}-${esc(t.batch)}"><td>${esc(t.phase)} tokens/s (batch ${esc(t.batch)}, ${esc(t.tokens_per_sequence)} tokens)</td>
+      <td>${num(t.original_tokens_per_s, 1)}</td><td>${num(t.compressed_tokens_per_s, 1)}</td><td>${num(t.speedup, 2)}×</td></tr>`;
+  }
+  const kernels = (sp.backends || []).map(b => `${esc(b.kind)}: ${esc(b.kernel)} (${esc(b.modules)})`).join(" · ");
+  return `<div id="speed"><h3>Size, quality and speed</h3>${where}<table id="speed-table"><thead><tr><th></th><th>original</th><th>compressed</th><th>ratio</th></tr></thead>
+    <tbody>${rows}</tbody></table>${kernels ? `<p class="muted" id="speed-kernels">${kernels}</p>` : ""}</div>`;
+}
+
 function perplexityPlot(el, m) {
   const ppl = (m && m.perplexity) || {};
   const datasets = Object.keys(ppl.compressed || {});
@@ -155,7 +180,7 @@ async function jobPage(jobId) {
   view().innerHTML = `
     <h2>Job <span id="job-id">${esc(jobId)}</span></h2>
     <div class="card" id="job-summary"></div>
-    <div class="grid"><div class="card"><h3>Metrics</h3><div id="job-metrics"></div><div id="ppl-plot"></div><div id="layer-plot"></div></div>
+    <div class="grid"><div class="card"><h3>Metrics</h3><div id="job-metrics"></div><div id="job-speed"></div><div id="ppl-plot"></div><div id="layer-plot"></div></div>
       <div class="card"><h3>Progress</h3><div id="progress-plot"></div></div></div>
     <div class="card"><h3>Artifacts</h3><div id="job-artifacts" class="muted">none yet</div></div>
     <div class="card"><h3>Events</h3><div class="events" id="job-events"></div></div>`;
@@ -185,6 +210,7 @@ async function jobPage(jobId) {
       ? (job.report ? `<p>${esc(job.report.architecture)} · ${(job.report.params / 1e6).toFixed(1)}M parameters · ${
           esc(job.report.dtype)} · ${fmtBytes(job.report.total_bytes)}</p>` : `<p class="muted">The model appears when the import succeeds.</p>`)
       : metricsTable(job.report);
+    $("#job-speed").innerHTML = job.kind === "model-import" ? "" : speedTable(job.report);
     if (job.report && !plotted) {
       perplexityPlot($("#ppl-plot"), job.report);
       layerErrorPlot($("#layer-plot"), job.report);

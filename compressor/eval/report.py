@@ -9,7 +9,7 @@ model cannot drift apart silently. Torch-free, like `compressor.spec`.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
@@ -141,10 +141,59 @@ class ExecutionSection(ReportModel):
     peak_device_mb: float | None = Field(None, description="peak memory allocated on the GPU")
 
 
+class ReloadCheck(ReportModel):
+    """The exported checkpoint as `compressor.load` runs it, against the fake-quant model the job evaluated, on the same windows."""
+
+    dataset: str
+    windows: int
+    tokens: int = Field(description="predicted tokens scored")
+    fake_quant_perplexity: float
+    reloaded_perplexity: float
+    relative_difference: float = Field(description="|reloaded / fake-quant - 1|")
+    tolerance: float
+    passed: bool
+
+
+class Throughput(ReportModel):
+    """Tokens per second of one phase at one batch size, original against compressed, same device and dtype."""
+
+    phase: Literal["prefill", "decode"]
+    batch: int
+    tokens_per_sequence: int = Field(description="prompt tokens (prefill) or generated tokens (decode) per sequence")
+    original_tokens_per_s: float
+    compressed_tokens_per_s: float
+    speedup: float = Field(description="compressed / original tokens per second")
+
+
+class LinearBackend(ReportModel):
+    """Which kernel runs one kind of linear in the reloaded model (`QuantLinear.resolve_backend` on the job's device)."""
+
+    kind: str = Field(description="int4, int8_w8a16, int8_w8a8 (QuantLinear) or dense (dequantized fallback)")
+    backend: str = Field(description="triton, native, reference or dense")
+    kernel: str
+    modules: int
+
+
+class SpeedSection(ReportModel):
+    """What compression bought in speed, measured on the reloaded checkpoint; or why it could not be measured."""
+
+    OMIT_WHEN_NONE = frozenset({"skipped_reason", "reload"})
+    device: str
+    dtype: str = Field(description="compute dtype of both models (the job's working dtype)")
+    threads: int = Field(description="torch CPU threads")
+    skipped_reason: str | None = Field(None, description="why the checkpoint was not reloaded or timed")
+    reload: ReloadCheck | None = None
+    throughput: list[Throughput] = Field(default_factory=list)
+    backends: list[LinearBackend] = Field(default_factory=list)
+    weight_bytes: dict[str, int] = Field(default_factory=dict, description="resident weight bytes: original, compressed")
+    rounds: int = Field(0, description="timed rounds per measurement (median), after one warm-up run")
+    seconds: float = 0.0
+
+
 class Report(ReportModel):
     """Everything report.json holds."""
 
-    OMIT_WHEN_NONE = frozenset({"qsur", "sparsity", "training", "machine", "resume", "engines", "execution"})
+    OMIT_WHEN_NONE = frozenset({"qsur", "sparsity", "training", "machine", "resume", "engines", "execution", "speed"})
     job: JobInfo
     versions: dict[str, str]
     perplexity: dict[str, dict[str, float]] = Field(description="'original' and 'compressed' → dataset → perplexity")
@@ -162,6 +211,7 @@ class Report(ReportModel):
     resume: ResumeSection | None = None
     engines: dict[str, EngineRow] | None = Field(None, description="engine (transformers, vllm-ampere/-hopper/-blackwell) → serves?")
     execution: ExecutionSection | None = None
+    speed: SpeedSection | None = Field(None, description="the checkpoint reloaded with compressor.load: perplexity check, prefill/decode tokens/s")
 
 
 def resume_section(info: Any) -> ResumeSection:
@@ -198,6 +248,7 @@ def build_report(
     resume: ResumeSection | None = None,
     engines: dict[str, Any] | None = None,
     execution: ExecutionSection | None = None,
+    speed: SpeedSection | None = None,
 ) -> Report:
     """The job's report from what the pipeline measured.
 
@@ -224,4 +275,5 @@ def build_report(
         resume=resume,
         engines=engines,
         execution=execution,
+        speed=speed,
     )

@@ -171,6 +171,50 @@ def _size(report: dict) -> str:
     return "<h2>Size</h2>" + _table(["", ""], [(_esc(k), v) for k, v in rows], numeric={1})
 
 
+def _speed(report: dict) -> str:
+    """Size, quality and speed side by side: the checkpoint as `compressor.load` runs it against the original."""
+    speed = report.get("speed")
+    if not speed:
+        return ""
+    where = f"{_esc(speed.get('device'))}, {_esc(speed.get('dtype'))}, {_esc(speed.get('threads'))} CPU threads"
+    out = f'<h2 id="speed">Speed after reloading</h2><p>{where}</p>'
+    if speed.get("skipped_reason"):
+        return out + f"<p>Not measured: {_esc(speed['skipped_reason'])}</p>"
+    size = report.get("size") or {}
+    weights = speed.get("weight_bytes") or {}
+    mb = lambda b: _num(b / 1e6, ".2f") if _finite(b) else "—"  # noqa: E731
+    ratio = lambda a, b: f"{a / b:.2f}×" if _finite(a) and _finite(b) and b else "—"  # noqa: E731
+    rows = [("checkpoint (MB)", mb(size.get("original_bytes")), mb(size.get("checkpoint_bytes")),
+             ratio(size.get("checkpoint_bytes"), size.get("original_bytes"))),
+            ("weights in memory (MB)", mb(weights.get("original")), mb(weights.get("compressed")),
+             ratio(weights.get("compressed"), weights.get("original"))),
+            ("bits per weight", "16", _num(size.get("bits_per_weight"), ".3f"), "")]
+    out += "<h3>Size</h3>" + _table(["", "original", "compressed", "ratio"], rows, numeric={1, 2, 3})
+    reload = speed.get("reload")
+    if reload:
+        verdict = "pass" if reload.get("passed") else "FAIL"
+        rows = [(_esc(reload.get("dataset")), _esc(reload.get("windows")), _esc(reload.get("tokens")),
+                 _num(reload.get("fake_quant_perplexity")), _num(reload.get("reloaded_perplexity")),
+                 f"{100 * reload['relative_difference']:.3f}%" if _finite(reload.get("relative_difference")) else "—",
+                 f"{100 * reload['tolerance']:.2f}%" if _finite(reload.get("tolerance")) else "—", verdict)]
+        out += "<h3>Quality: fake-quant vs reloaded checkpoint</h3>" + _table(
+            ["dataset", "windows", "tokens", "fake-quant ppl", "reloaded ppl", "difference", "tolerance", "check"],
+            rows, numeric={1, 2, 3, 4, 5, 6})
+    throughput = speed.get("throughput") or []
+    if throughput:
+        rows = [(_esc(t.get("phase")), _esc(t.get("batch")), _esc(t.get("tokens_per_sequence")),
+                 _num(t.get("original_tokens_per_s"), ".1f"), _num(t.get("compressed_tokens_per_s"), ".1f"),
+                 f"{t['speedup']:.2f}×" if _finite(t.get("speedup")) else "—") for t in throughput]
+        out += (f"<h3>Tokens per second (median of {_esc(speed.get('rounds'))} after a warm-up)</h3>"
+                + _table(["phase", "batch", "tokens / sequence", "original", "compressed", "speedup"], rows,
+                         numeric={1, 2, 3, 4, 5}))
+    backends = speed.get("backends") or []
+    if backends:
+        rows = [(_esc(b.get("kind")), _esc(b.get("backend")), _esc(b.get("kernel")), _esc(b.get("modules"))) for b in backends]
+        out += "<h3>Kernels</h3>" + _table(["linear kind", "backend", "kernel", "modules"], rows, numeric={3})
+    return out
+
+
 def _stages(report: dict) -> str:
     stages = report.get("stages") or []
     if not stages:
@@ -268,7 +312,7 @@ def _recipe(report: dict) -> str:
     return f"<h2>Recipe</h2><pre>{_esc(text)}</pre>"
 
 
-SECTIONS = [_header, _machine_and_resume, _perplexity, _size, _engines, _stages, _layers, _qsur, _sparsity, _recipe]
+SECTIONS = [_header, _machine_and_resume, _perplexity, _size, _speed, _engines, _stages, _layers, _qsur, _sparsity, _recipe]
 
 
 def write_report_html(report: Report | dict[str, Any], path: Path) -> None:

@@ -12,7 +12,7 @@ from compressor.spec.base import MODEL_NAME_PATTERN, SPEC_VERSION, StrictModel
 from compressor.spec.files import load_recipe, ready_made_recipes, recipes_dir
 from compressor.spec.methods import AffineQuantConfig, HadamardConfig, OSTQuantConfig, ProSparseConfig
 from compressor.spec.quant import ActivationQuantConfig, KVCacheQuantConfig, QuantizeConfig, WeightQuantConfig
-from compressor.spec.recipe import CalibrationConfig, EvalConfig, ExecutionConfig, ExportConfig, JobSpec, Recipe
+from compressor.spec.recipe import CalibrationConfig, EvalConfig, ExecutionConfig, ExportConfig, JobSpec, Recipe, SpeedConfig
 from compressor.spec.stages import (
     STAGE_CONFIGS,
     STAGE_NAMES,
@@ -30,5 +30,5 @@ __all__ = [
     "ActivationQuantConfig", "AffineQuantConfig", "AffineQuantStage", "CalibrationConfig", "EvalConfig",
     "ExecutionConfig", "ExportConfig", "HadamardConfig", "HadamardStage", "JobSpec", "KVCacheQuantConfig", "OSTQuantConfig",
     "OSTQuantStage", "ProSparseConfig", "ProSparseStage", "QuantizeConfig", "QuantizeStage", "Recipe",
-    "Stage", "StrictModel", "WeightQuantConfig", "load_recipe", "ready_made_recipes", "recipes_dir", "stage_config",
+    "SpeedConfig", "Stage", "StrictModel", "WeightQuantConfig", "load_recipe", "ready_made_recipes", "recipes_dir", "stage_config",
 ]

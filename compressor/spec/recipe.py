@@ -32,6 +32,32 @@ class CalibrationConfig(StrictModel):
         return v
 
 
+class SpeedConfig(StrictModel):
+    """What compression bought in speed: the exported checkpoint reloaded with `compressor.load` and timed.
+
+    Off unless a recipe asks (`eval.speed: {}`): on the CPU it costs tens of seconds per job. The
+    reloaded model is scored on the first `windows` evaluation windows of the first eval dataset
+    and compared with the fake-quant model on the same windows; then prefill and decode are
+    timed for the reloaded and the original model on the job's device.
+    """
+
+    windows: int = Field(4, ge=1, le=256, description="evaluation windows of the first eval dataset scored after reloading")
+    prompt_tokens: int = Field(128, ge=1, le=8192, description="tokens per sequence in the timed prefill")
+    decode_tokens: int = Field(32, ge=2, le=4096, description="tokens generated per sequence in the timed decode (KV cache on)")
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8], min_length=1, max_length=4,
+                                   description="sequences per batch, each timed; 1 to 256, no repeats")
+    rounds: int = Field(1, ge=1, le=20, description="timed repetitions per measurement (median), after an untimed warm-up; "
+                        "more rounds steady the numbers on a busy machine at that many times the cost")
+    tolerance: float = Field(0.005, gt=0, le=0.5, description="largest relative perplexity difference, reloaded vs fake-quant, that passes")
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _batch_sizes(cls, v: list[int]) -> list[int]:
+        if any(b < 1 or b > 256 for b in v) or len(set(v)) != len(v):
+            raise ValueError(f"batch_sizes {v}: each must be between 1 and 256, without repeats")
+        return v
+
+
 class EvalConfig(StrictModel):
     """Perplexity and KL protocol: non-overlapping windows over the first `max_tokens` tokens."""
 
@@ -40,6 +66,7 @@ class EvalConfig(StrictModel):
     window: int = Field(512, ge=16, le=8192, description="tokens per non-overlapping window")
     kl: bool = Field(True, description="KL divergence of the compressed model to the original")
     original: bool = Field(True, description="also evaluate the original model (before/after in the report)")
+    speed: SpeedConfig | None = Field(None, description="reload the checkpoint with compressor.load, check its perplexity, time prefill/decode against the original")
 
     @model_validator(mode="after")
     def _window_fits(self) -> EvalConfig:

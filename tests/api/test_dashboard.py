@@ -1,4 +1,4 @@
-"""The dashboard in headless Debian Chromium: paste a key, submit a preset, watch the job finish.
+"""The dashboard in headless Debian Chromium: paste a key, submit a preset, watch the job finish, read its speed block.
 
 The server runs the dry-run runner (the UI is under test, not the compression). Skips when
 chromium, chromedriver or selenium is missing (`apt-get install chromium chromium-driver`).
@@ -53,6 +53,8 @@ def test_submit_a_job_and_watch_it_finish(browser, tmp_path: Path) -> None:  # n
         browser.get(f"{server.url}/dashboard/#/submit")
         wait.until(lambda d: "quantize" in d.find_element(By.ID, "recipe-json").get_attribute("value"))
         assert Select(browser.find_element(By.ID, "recipe-preset")).first_selected_option.text == "w4a16-rtn"
+        Select(browser.find_element(By.ID, "recipe-preset")).select_by_visible_text("w4a16-gptq")  # its eval measures speed
+        wait.until(lambda d: '"prompt_tokens": 128' in d.find_element(By.ID, "recipe-json").get_attribute("value"))
         tokens = browser.find_element(By.ID, "max-tokens")
         tokens.clear()
         tokens.send_keys("1024")
@@ -68,6 +70,10 @@ def test_submit_a_job_and_watch_it_finish(browser, tmp_path: Path) -> None:  # n
         assert "perplexity (wiki)" in browser.find_element(By.ID, "metrics").text
         assert browser.find_elements(By.CSS_SELECTOR, "#ppl-plot canvas"), "perplexity plot not drawn"
         assert browser.find_elements(By.CSS_SELECTOR, "#progress-plot canvas"), "progress plot not drawn"
+        speed = browser.find_element(By.ID, "speed-table").text  # the dry run's speed section, as the pipeline writes it
+        assert "fake-quant vs reloaded" in speed and "20.500" in speed and "20.510" in speed
+        assert "1.50×" in browser.find_element(By.CSS_SELECTOR, 'tr[data-phase="decode-8"]').text
+        assert "4.25 bits/weight" in speed
         assert "model.safetensors" in browser.find_element(By.ID, "artifacts-table").text
         assert "succeeded" in browser.find_element(By.ID, "job-events").text
         job_id = browser.find_element(By.ID, "job-id").text
