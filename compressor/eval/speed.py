@@ -64,6 +64,7 @@ class SpeedJob:
     fake_quant: nn.Module  # the in-memory model the job evaluated (fake-quantized)
     device: torch.device
     dtype: torch.dtype  # the job's working dtype: both timed models compute in it
+    skipped_reason: str | None = None  # why this job is not measured (it ran one layer at a time)
 
 
 def speed_job(ctx: Any, checkpoint_dir: Path, original_dir: Path, cfg: SpeedConfig) -> SpeedJob:
@@ -72,8 +73,13 @@ def speed_job(ctx: Any, checkpoint_dir: Path, original_dir: Path, cfg: SpeedConf
     dataset = ecfg.datasets[0] if ecfg.datasets else None
     windows = (eval_windows(ctx.tokenizer, load_text(dataset, "eval", ctx.data_dir), ecfg.max_tokens, ecfg.window)
                if dataset else torch.empty(0, ecfg.window, dtype=torch.long))
+    skipped = None
+    if ctx.layers.sequential:
+        skipped = ("the job ran one decoder layer at a time (execution.layers: sequential): the reloaded checkpoint, the "
+                   "original and the job's model would not fit in memory together")
     return SpeedJob(checkpoint_dir=Path(checkpoint_dir), original_dir=Path(original_dir), dataset=dataset,
-                    windows=windows[: cfg.windows], fake_quant=ctx.model, device=torch.device(ctx.device), dtype=ctx.dtype)
+                    windows=windows[: cfg.windows], fake_quant=ctx.model, device=torch.device(ctx.device), dtype=ctx.dtype,
+                    skipped_reason=skipped)
 
 
 def measure_speed(job: SpeedJob, cfg: SpeedConfig) -> SpeedSection:
@@ -84,6 +90,8 @@ def measure_speed(job: SpeedJob, cfg: SpeedConfig) -> SpeedSection:
     """
     start = time.perf_counter()
     base = dict(device=str(job.device), dtype=str(job.dtype).removeprefix("torch."), threads=torch.get_num_threads())
+    if job.skipped_reason is not None:
+        return SpeedSection(**base, skipped_reason=job.skipped_reason)
     if job.dataset is None or job.windows.shape[0] == 0:
         return SpeedSection(**base, skipped_reason="no evaluation windows to check the reloaded checkpoint on (eval.datasets is empty)")
     try:

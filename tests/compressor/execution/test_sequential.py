@@ -158,3 +158,12 @@ def test_calibration_activations_spilled_to_disk_change_no_bit(tiny4_store, tmp_
     run(_job(weights, "sequential"), tmp_path / "spilled", home=tiny4_store)
     assert len(files) > 4 and all(Path(f).parent == tmp_path / "spilled" / ".layers" for f in files)
     assert sha256_file(tmp_path / "resident" / "checkpoint" / "model.safetensors") == sha256_file(tmp_path / "spilled" / "checkpoint" / "model.safetensors")
+
+
+def test_speed_section_of_a_sequential_job_says_why_it_is_not_measured(tiny4_store, tmp_path):
+    job = JobSpec.model_validate({"model": "tiny4", "recipe": {
+        "stages": [{"quantize": {"weights": {"bits": 4, "strategy": "group", "group_size": 16}}}],
+        "eval": {"datasets": ["wiki"], "max_tokens": 256, "window": 128, "speed": {"windows": 1}},
+        "execution": {"layers": "sequential"}}})
+    speed = run(job, tmp_path, home=tiny4_store).report["speed"]
+    assert "one decoder layer at a time" in speed["skipped_reason"] and not speed.get("throughput")
