@@ -71,13 +71,8 @@ class SequentialLayers(ResidentLayers):
     # ------------------------------------------------------------------ one decoder layer
 
     def _cast(self, t: torch.Tensor) -> torch.Tensor:
-        """A tensor read from the shards, in the working dtype on the device, as memory of its own.
-
-        Always a copy: safetensors may hand out views of one private mapping of the file, so two
-        reads of one tensor (a tied embedding and head) would otherwise share memory, and an
-        in-place rotation of one would change the other.
-        """
-        return t.to(device=self.device, dtype=self.dtype if t.is_floating_point() else t.dtype, copy=True)
+        """A tensor read from the shards (memory of its own, `ShardedTensors`), in the working dtype on the device."""
+        return t.to(device=self.device, dtype=self.dtype if t.is_floating_point() else t.dtype)
 
     def _layer_file(self, index: int) -> Path:
         return self.work_dir / f"layer-{index:05d}.safetensors"

@@ -38,7 +38,7 @@ def load_skeleton(model_dir: Path, work_dir: Path, device: torch.device, dtype: 
                 key = f"{name}.{pname}" if name else pname
                 value = tensors.get_tensor(key)
                 module._parameters[pname] = nn.Parameter(
-                    value.to(device=device, dtype=dtype if value.is_floating_point() else value.dtype, copy=True), requires_grad=False)
+                    value.to(device=device, dtype=dtype if value.is_floating_point() else value.dtype), requires_grad=False)
     for module in model.modules():
         for bname, b in list(module._buffers.items()):
             if b is not None and b.device.type != "meta":

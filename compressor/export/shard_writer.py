@@ -1,7 +1,8 @@
 """Checkpoint tensors written as they are produced, in shards of bounded size.
 
 A model exported a layer at a time never holds its whole checkpoint in memory: tensors go to
-the current shard, which is written when it passes `max_shard_bytes` (1 GiB). A checkpoint that fits
+the current shard, which is written before a group would take it past `max_shard_bytes` (1 GiB),
+or when a group alone fills it. A checkpoint that fits
 one shard is the single `model.safetensors` transformers and vLLM expect (same bytes as
 writing it at once); a bigger one is `model-0000i-of-0000N.safetensors` with the standard
 `model.safetensors.index.json`, which both load.
@@ -29,6 +30,10 @@ class ShardWriter:
         self._written: list[tuple[Path, list[str], int]] = []  # (temporary file, its tensor names, bytes)
 
     def add(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Queue a group of tensors; the pending shard is written first when the group would overflow it."""
+        incoming = sum(t.numel() * t.element_size() for t in tensors.values())
+        if self._pending and self._pending_bytes + incoming > self.max_shard_bytes:
+            self._flush()
         for name, t in tensors.items():
             if name in self._pending or any(name in names for _, names, _ in self._written):
                 raise ValueError(f"tensor {name!r} written twice")

@@ -28,6 +28,7 @@ class TensorEntry:
     dtype: str
     shape: tuple[int, ...]
     nbytes: int
+    data_start: int = 0  # byte offset of the tensor's data in the file
 
 
 def read_tensors(path: Path) -> list[TensorEntry]:
@@ -61,7 +62,7 @@ def read_tensors(path: Path) -> list[TensorEntry]:
             raise UnsafeSourceError(f"{path.name}: tensor {name!r} bytes {start}..{stop} do not fit its shape {list(shape)} "
                                     f"{dtype} or the file (truncated?)")
         end = max(end, stop)
-        entries.append(TensorEntry(name, dtype, shape, nbytes))
+        entries.append(TensorEntry(name, dtype, shape, nbytes, 8 + length + start))
     if end != data_bytes:
         raise UnsafeSourceError(f"{path.name}: {data_bytes - end} bytes after the last tensor (not a safetensors file?)")
     return entries
