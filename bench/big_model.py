@@ -27,6 +27,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from random_shards import write_shards  # noqa: E402
 
 LLAMA32_3B = dict(
     architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=128256, hidden_size=3072,
@@ -69,40 +72,19 @@ def tensor_shapes(cfg: dict) -> list[tuple[str, tuple[int, ...]]]:
 def write_folder(folder: Path, tokenizer_dir: Path) -> dict:
     """The random checkpoint as fp32 shards of at most 2 GB, one shard's tensors in memory at a time."""
     import torch
-    from safetensors.torch import save_file
 
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps(LLAMA32_3B, indent=2))
     for f in tokenizer_dir.iterdir():
         if f.name.startswith("tokenizer") or f.name in ("special_tokens_map.json", "chat_template.jinja"):
             shutil.copy2(f, folder / f.name)
-    groups: list[list[tuple[str, tuple[int, ...]]]] = [[]]
-    size = 0
-    for name, shape in tensor_shapes(LLAMA32_3B):
-        nbytes = 4 * int(torch.tensor(shape).prod())
-        if groups[-1] and size + nbytes > SHARD_BYTES:
-            groups.append([])
-            size = 0
-        groups[-1].append((name, shape))
-        size += nbytes
     generator = torch.Generator().manual_seed(0)
-    weight_map, total, params = {}, 0, 0
-    for i, group in enumerate(groups):
-        shard = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
-        tensors = {}
-        for name, shape in group:
-            t = torch.empty(shape)
-            t.normal_(0.0, 0.02, generator=generator) if len(shape) == 2 else t.uniform_(0.8, 1.2, generator=generator)
-            tensors[name] = t
-        save_file(tensors, str(folder / shard), metadata={"format": "pt"})
-        for name, t in tensors.items():
-            weight_map[name] = shard
-            total += t.numel() * 4
-            params += t.numel()
-        del tensors
-    (folder / "model.safetensors.index.json").write_text(json.dumps(
-        {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-    return {"shards": len(groups), "params": params, "weight_bytes": total}
+
+    def make(shape: tuple[int, ...]) -> torch.Tensor:
+        t = torch.empty(shape)
+        return t.normal_(0.0, 0.02, generator=generator) if len(shape) == 2 else t.uniform_(0.8, 1.2, generator=generator)
+
+    return write_shards(folder, tensor_shapes(LLAMA32_3B), make, 4, SHARD_BYTES)
 
 
 def recipe(method: str, samples: int) -> dict:

@@ -29,6 +29,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from random_shards import write_shards  # noqa: E402
 
 QWEN25_15B = dict(
     architectures=["Qwen2ForCausalLM"], model_type="qwen2", vocab_size=151936, hidden_size=1536,
@@ -73,7 +76,6 @@ def random_bf16(shape: tuple[int, ...], generator) -> "torch.Tensor":  # noqa: F
 def write_folder(folder: Path, shard_bytes: int) -> dict:
     """The random checkpoint as shards of at most `shard_bytes`, written one shard at a time."""
     import torch
-    from safetensors.torch import save_file
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     folder.mkdir(parents=True)
@@ -84,29 +86,8 @@ def write_folder(folder: Path, shard_bytes: int) -> dict:
     tok.save(str(folder / "tokenizer.json"))
     (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast",
                                                               "unk_token": "<unk>"}))
-    groups: list[list[tuple[str, tuple[int, ...]]]] = [[]]
-    size = 0
-    for name, shape in tensor_shapes(QWEN25_15B):
-        nbytes = 2 * int(torch.tensor(shape).prod()) if shape else 2
-        if groups[-1] and size + nbytes > shard_bytes:
-            groups.append([])
-            size = 0
-        groups[-1].append((name, shape))
-        size += nbytes
     generator = torch.Generator().manual_seed(0)
-    weight_map, total, params = {}, 0, 0
-    for i, group in enumerate(groups):
-        shard = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
-        tensors = {name: random_bf16(shape, generator) for name, shape in group}
-        save_file(tensors, str(folder / shard), metadata={"format": "pt"})
-        for name, t in tensors.items():
-            weight_map[name] = shard
-            total += t.numel() * 2
-            params += t.numel()
-        del tensors
-    (folder / "model.safetensors.index.json").write_text(json.dumps(
-        {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-    return {"shards": len(groups), "params": params, "weight_bytes": total}
+    return write_shards(folder, tensor_shapes(QWEN25_15B), lambda shape: random_bf16(shape, generator), 2, shard_bytes)
 
 
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec from the parent (the writer)
