@@ -93,10 +93,11 @@ def sequential_stage_problems(stages: Sequence[StrictModel]) -> list[str]:
     problems = []
     for index, cfg in enumerate(stages):
         where = _at(index, cfg)
-        if isinstance(cfg, HadamardConfig):
+        if isinstance(cfg, (HadamardConfig, AffineQuantConfig)):
             continue
         if not isinstance(cfg, QuantizeConfig):
-            problems.append(f"{where}: this method works on the whole model; one layer at a time runs: hadamard, quantize (rtn, gptq)")
+            problems.append(f"{where}: this method works on the whole model; one layer at a time runs: hadamard, affinequant, "
+                            "quantize (rtn, gptq)")
             continue
         if cfg.activations is not None and cfg.activations.static:
             problems.append(f"{where}.activations: static scales are calibrated through the whole model; use dynamic scales")

@@ -23,6 +23,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 import torch
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compressor.checkpoints import CheckpointStore, Unit
+from compressor.execution.residency import ResidentLayers
 from compressor.models.adapter import DecoderAdapter
 from compressor.progress import Progress
 from compressor.execution.layer_inputs import (
@@ -168,13 +170,16 @@ def _layer_unit(matrices: dict[str, torch.Tensor], clips: dict[str, LearnableCli
 def affinequant_quantize(
     model: nn.Module, adapter: DecoderAdapter, tokens: torch.Tensor, cfg: AffineQuantConfig, progress: Progress | None = None,
     checkpoints: CheckpointStore | None = None, layer_key: Callable[[int], str] = lambda i: f"affinequant:layer:{i:05d}",
+    layers: ResidentLayers | None = None,
 ) -> dict[str, Any]:
     """Run AffineQuant on `model` in place with calibration `tokens` [samples, seqlen]; returns the per-layer log.
 
     With `checkpoints`, each trained layer (final matrices, clipping factors, the loss
     generator) is saved under `layer_key(i)`; a later call merges those layers from it and
-    trains only the rest.
+    trains only the rest. `layers` walks the decoder layers (one at a time on the device in
+    sequential execution; the head stays loaded for the KL-Top loss's logit lens).
     """
+    layers = layers or ResidentLayers(model, adapter)
     progress = progress or Progress()
     checkpoints = checkpoints or CheckpointStore(None)
     requires_grad = {p: p.requires_grad for p in model.parameters()}
@@ -182,60 +187,12 @@ def affinequant_quantize(
         p.requires_grad_(False)
     generator = torch.Generator().manual_seed(0)
     lens = LogitLens(model, adapter) if cfg.loss == "kl_top" else None
-    records: list[LayerRecord] = []
-    weight_errors: list[dict[str, Any]] = []
     try:
-        inputs = capture_layer0_inputs(model, adapter, tokens, batch_size=min(cfg.batch_size, tokens.shape[0]))
-        fp_hidden = quant_hidden = inputs.hidden
-        for index in range(adapter.num_layers):
-            start = time.perf_counter()
-            parts = adapter.layer_parts(model, index)
-            saved = checkpoints.load(layer_key(index))
-            if saved is not None:
-                later = any(not checkpoints.has(layer_key(i)) for i in range(index + 1, adapter.num_layers))
-                target = layer_outputs(parts.layer, _with_hidden(inputs, fp_hidden)) if later else fp_hidden
-                for name in parts.linears():
-                    parent, attr = name.split(".")
-                    wrap_linear(getattr(parts.layer, parent), attr).input_quant = cfg.activations
-                record, errors = _replay_layer(adapter.layer_parts(model, index), adapter, saved, cfg, generator)
-                weight_errors += errors
-                if later:
-                    quant_hidden = layer_outputs(parts.layer, _with_hidden(inputs, quant_hidden))
-                fp_hidden = target
-                records.append(record)
-                progress.layer(index, adapter.num_layers, data={"loss": record.epoch_loss[-1], "seconds": record.seconds})
-                continue
-            maxima = ActivationMaxima()
-            with maxima.recording(parts):
-                target = layer_outputs(parts.layer, _with_hidden(inputs, fp_hidden))
-            aug_target = None
-            if cfg.aug_loss and quant_hidden is not fp_hidden:
-                aug_target = layer_outputs(parts.layer, _with_hidden(inputs, quant_hidden))
-
-            for name in parts.linears():
-                parent, attr = name.split(".")
-                wrap_linear(getattr(parts.layer, parent), attr).input_quant = cfg.activations
-            parts = adapter.layer_parts(model, index)
-            transforms = initial_transforms(parts, adapter, maxima, cfg)
-            clips = {name: LearnableClipping(plain_linear(lin).weight.shape, cfg.weights, cfg.learnable_clipping)
-                     for name, lin in parts.linears().items()}
-            block = TransformedBlock(parts, adapter, transforms, clips)
-            record = LayerRecord(layer=index)
-            train_block(block, _with_hidden(inputs, quant_hidden), target, aug_target, cfg, record, lens, progress, generator)
-
-            last = cfg.epochs - 1
-            for check in transforms.check(last, cfg.min_dominance).values():
-                record.rows_repaired += check.rows_repaired
-            final = transforms.final(last)
-            merge_layer_transforms(parts, adapter, final)
-            weight_errors += quantize_layer(parts, clips, cfg.activations)
-            quant_hidden = layer_outputs(parts.layer, _with_hidden(inputs, quant_hidden))
-            fp_hidden = target
-            record.seconds = time.perf_counter() - start
-            records.append(record)
-            checkpoints.save(layer_key(index), _layer_unit(final, clips, generator), {"record": asdict(record)},
-                             seconds=record.seconds)
-            progress.layer(index, adapter.num_layers, data={"loss": record.epoch_loss[-1], "seconds": record.seconds})
+        with ExitStack() as resident:
+            if lens is not None:
+                resident.enter_context(layers.outer("head"))
+            records, weight_errors = _reconstruct_layers(model, adapter, tokens, cfg, progress, checkpoints, layer_key,
+                                                         layers, lens, generator)
     finally:
         for p, flag in requires_grad.items():
             p.requires_grad_(flag)
@@ -247,3 +204,67 @@ def affinequant_quantize(
         "min_dominance_margin": min((m for r in records for m in r.epoch_min_margin), default=math.nan),
         "skipped_steps": sum(r.skipped_steps for r in records),
     }
+
+
+def _reconstruct_layers(
+    model: nn.Module, adapter: DecoderAdapter, tokens: torch.Tensor, cfg: AffineQuantConfig, progress: Progress,
+    checkpoints: CheckpointStore, layer_key: Callable[[int], str], layers: ResidentLayers, lens: LogitLens | None,
+    generator: torch.Generator,
+) -> tuple[list[LayerRecord], list[dict[str, Any]]]:
+    """The block-wise loop: each layer trained on the outputs of the already-quantized layers before it."""
+    records: list[LayerRecord] = []
+    weight_errors: list[dict[str, Any]] = []
+    with layers.outer("embed"):
+        inputs = capture_layer0_inputs(model, adapter, tokens, batch_size=min(cfg.batch_size, tokens.shape[0]),
+                                       spill_dir=layers.spill_dir)
+    fp_hidden = quant_hidden = inputs.hidden
+    for parts in layers.walk():
+        index = parts.index
+        start = time.perf_counter()
+        saved = checkpoints.load(layer_key(index))
+        if saved is not None:
+            later = any(not checkpoints.has(layer_key(i)) for i in range(index + 1, adapter.num_layers))
+            target = layer_outputs(parts.layer, _with_hidden(inputs, fp_hidden)) if later else fp_hidden
+            for name in parts.linears():
+                parent, attr = name.split(".")
+                wrap_linear(getattr(parts.layer, parent), attr).input_quant = cfg.activations
+            record, errors = _replay_layer(adapter.layer_parts(model, index), adapter, saved, cfg, generator)
+            weight_errors += errors
+            if later:
+                quant_hidden = layer_outputs(parts.layer, _with_hidden(inputs, quant_hidden))
+            fp_hidden = target
+            records.append(record)
+            progress.layer(index, adapter.num_layers, data={"loss": record.epoch_loss[-1], "seconds": record.seconds})
+            continue
+        maxima = ActivationMaxima()
+        with maxima.recording(parts):
+            target = layer_outputs(parts.layer, _with_hidden(inputs, fp_hidden))
+        aug_target = None
+        if cfg.aug_loss and quant_hidden is not fp_hidden:
+            aug_target = layer_outputs(parts.layer, _with_hidden(inputs, quant_hidden))
+
+        for name in parts.linears():
+            parent, attr = name.split(".")
+            wrap_linear(getattr(parts.layer, parent), attr).input_quant = cfg.activations
+        parts = adapter.layer_parts(model, index)
+        transforms = initial_transforms(parts, adapter, maxima, cfg)
+        clips = {name: LearnableClipping(plain_linear(lin).weight.shape, cfg.weights, cfg.learnable_clipping)
+                 for name, lin in parts.linears().items()}
+        block = TransformedBlock(parts, adapter, transforms, clips)
+        record = LayerRecord(layer=index)
+        train_block(block, _with_hidden(inputs, quant_hidden), target, aug_target, cfg, record, lens, progress, generator)
+
+        last = cfg.epochs - 1
+        for check in transforms.check(last, cfg.min_dominance).values():
+            record.rows_repaired += check.rows_repaired
+        final = transforms.final(last)
+        merge_layer_transforms(parts, adapter, final)
+        weight_errors += quantize_layer(parts, clips, cfg.activations)
+        quant_hidden = layer_outputs(parts.layer, _with_hidden(inputs, quant_hidden))
+        fp_hidden = target
+        record.seconds = time.perf_counter() - start
+        records.append(record)
+        checkpoints.save(layer_key(index), _layer_unit(final, clips, generator), {"record": asdict(record)},
+                         seconds=record.seconds)
+        progress.layer(index, adapter.num_layers, data={"loss": record.epoch_loss[-1], "seconds": record.seconds})
+    return records, weight_errors

@@ -18,7 +18,7 @@ from compressor.transforms.affinequant.reconstruction import affinequant_quantiz
 @register_stage(AffineQuantConfig)
 def run_affinequant(ctx: CompressionContext, cfg: AffineQuantConfig) -> dict[str, Any]:
     log = affinequant_quantize(ctx.model, ctx.adapter, ctx.calibration_tokens(), cfg, ctx.progress,
-                               ctx.checkpoints, lambda i: ctx.unit_key("layer", i))
+                               ctx.checkpoints, lambda i: ctx.unit_key("layer", i), ctx.layers)
     ctx.layer_errors.extend(log.pop("weight_errors"))
     return {
         "mask": cfg.mask, "ln_matrix": cfg.ln_matrix, "qk_matrix": cfg.qk_matrix, "loss": cfg.loss, "epochs": cfg.epochs,

@@ -167,3 +167,18 @@ def test_speed_section_of_a_sequential_job_says_why_it_is_not_measured(tiny4_sto
         "execution": {"layers": "sequential"}}})
     speed = run(job, tmp_path, home=tiny4_store).report["speed"]
     assert "one decoder layer at a time" in speed["skipped_reason"] and not speed.get("throughput")
+
+
+@pytest.mark.parametrize("extra", [{"ln_matrix": "dense"}, {"loss": "kl_top", "activations": {"bits": 8}}],
+                         ids=["dense-norm-matrix", "kl-top-w4a8"])
+def test_sequential_affinequant_job_matches_resident(tiny4_store, tmp_path, extra):
+    """Block-wise training a layer at a time (the KL-Top lens keeps the head loaded), the same bytes as resident."""
+    stages = [{"affinequant": {"weights": {"bits": 4, "symmetric": True, "strategy": "channel", "method": "rtn"},
+                               "epochs": 2, "batch_size": 2, **extra}}]
+    job = lambda mode: JobSpec.model_validate({"model": "tiny4", "recipe": {  # noqa: E731
+        "stages": stages, "calibration": {"samples": 4, "seqlen": 64},
+        "eval": {"datasets": ["wiki"], "max_tokens": 256, "window": 128}, "execution": {"layers": mode}}})
+    a = run(job("resident"), tmp_path / "a", home=tiny4_store).report
+    b = run(job("sequential"), tmp_path / "b", home=tiny4_store).report
+    assert sha256_file(tmp_path / "a" / "checkpoint" / "model.safetensors") == sha256_file(tmp_path / "b" / "checkpoint" / "model.safetensors")
+    assert a["perplexity"] == b["perplexity"] and a["kl"] == b["kl"]
