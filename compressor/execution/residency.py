@@ -17,12 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from compressor.execution.tensor_slots import tensor_slots, to_meta
 from compressor.models.adapter import DecoderAdapter, DecoderLayerParts
-from compressor.models.shards import open_shards
+from compressor.execution.host_memory import release_freed_memory
+from compressor.models.shards import ShardedTensors, open_shards
 
 OUTER_PARTS = ("embed", "head")  # the parts outside the decoder layers that sequential execution loads on demand
 
@@ -43,7 +44,7 @@ class ResidentLayers:
     def outer(self, *parts: str, save: bool = False) -> Iterator[None]:
         yield
 
-    def state_groups(self) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
+    def state_groups(self, outer_dtype: torch.dtype | None = None) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
         """(module prefix, its state dict), in groups small enough to hold (here: the whole model)."""
         yield "", self.model.state_dict()
 
@@ -70,9 +71,16 @@ class SequentialLayers(ResidentLayers):
 
     # ------------------------------------------------------------------ one decoder layer
 
-    def _cast(self, t: torch.Tensor) -> torch.Tensor:
-        """A tensor read from the shards (memory of its own, `ShardedTensors`), in the working dtype on the device."""
-        return t.to(device=self.device, dtype=self.dtype if t.is_floating_point() else t.dtype)
+    def _read(self, tensors: ShardedTensors, key: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """A stored tensor in the working dtype (or `dtype`; integers as stored) on the device, converted as it is read."""
+        want = (dtype or self.dtype) if tensors.stored_dtype(key).is_floating_point else None
+        return tensors.get_tensor(key, want).to(self.device)
+
+    def _restore(self, module: nn.Module, path: Path) -> None:
+        """Every tensor slot of `module` from a state file this job wrote (dtypes as they were)."""
+        state = ShardedTensors([path])
+        for slot in tensor_slots(module):
+            slot.set(state.get_tensor(slot.key).to(self.device))
 
     def _layer_file(self, index: int) -> Path:
         return self.work_dir / f"layer-{index:05d}.safetensors"
@@ -81,9 +89,7 @@ class SequentialLayers(ResidentLayers):
         layer = self.adapter.decoder_layers(self.model)[index]
         slots = tensor_slots(layer)
         if index in self._written:  # its own state, as a stage left it: every tensor, dtypes as they were
-            state = load_file(str(self._layer_file(index)), device=str(self.device))
-            for slot in slots:
-                slot.set(state[slot.key])
+            self._restore(layer, self._layer_file(index))
         else:
             prefix = self._names[id(layer)]
             with open_shards(self.source_dir) as tensors:
@@ -92,7 +98,7 @@ class SequentialLayers(ResidentLayers):
                         key = f"{prefix}.{slot.key}"
                         if key not in tensors:  # a linear a stage wrapped (FakeQuantLinear) before its first visit
                             key = key.replace(".linear.", ".")
-                        slot.set(self._cast(tensors.get_tensor(key)))
+                        slot.set(self._read(tensors, key))
         return self.adapter.layer_parts(self.model, index)
 
     def offload(self, index: int, save: bool) -> None:
@@ -110,6 +116,7 @@ class SequentialLayers(ResidentLayers):
             tmp.replace(self._layer_file(index))
             self._written.add(index)
         to_meta(slots)
+        release_freed_memory()
 
     def walk(self, save: bool = True) -> Iterator[DecoderLayerParts]:
         """Each layer on the device in turn; with `save`, its state as the caller left it is kept for later walks."""
@@ -139,8 +146,12 @@ class SequentialLayers(ResidentLayers):
         return self.work_dir / f"{part}.safetensors"
 
     @contextmanager
-    def outer(self, *parts: str, save: bool = False) -> Iterator[None]:
-        """The embedding and/or head on the device for the duration: as a stage left them (`save`), else as stored."""
+    def outer(self, *parts: str, save: bool = False, dtype: torch.dtype | None = None) -> Iterator[None]:
+        """The embedding and/or head on the device for the duration: as a stage left them (`save`), else as stored.
+
+        `dtype` reads a stored (never rewritten) part in that dtype instead of the working one: the
+        exporter takes the embedding straight to bfloat16, without a float32 copy beside it.
+        """
         loaded = []
         with open_shards(self.source_dir) as tensors:
             for part in parts:
@@ -149,11 +160,9 @@ class SequentialLayers(ResidentLayers):
                         continue
                     loaded.append((part, m))
                     if part in self._outer_written:
-                        state = load_file(str(self._outer_file(part)), device=str(self.device))
-                        for slot in tensor_slots(m):
-                            slot.set(state[slot.key])
+                        self._restore(m, self._outer_file(part))
                     else:
-                        m.weight = nn.Parameter(self._cast(tensors.get_tensor(self._source_key(m, tensors))), requires_grad=False)
+                        m.weight = nn.Parameter(self._read(tensors, self._source_key(m, tensors), dtype), requires_grad=False)
         try:
             yield
         finally:
@@ -165,32 +174,37 @@ class SequentialLayers(ResidentLayers):
                     tmp.replace(self._outer_file(part))
                     self._outer_written.add(part)
                 to_meta(slots)
+            release_freed_memory()
 
     @contextmanager
     def original(self, part: str) -> Iterator[nn.Module]:
         """A copy of the embedding or head as stored, whatever the stages did to the model's (KL's reference head)."""
         module = copy.deepcopy(self._outer_modules(part)[0])  # on meta: the structure only
         with open_shards(self.source_dir) as tensors:
-            module.weight = nn.Parameter(self._cast(tensors.get_tensor(self._source_key(self._outer_modules(part)[0], tensors))),
+            module.weight = nn.Parameter(self._read(tensors, self._source_key(self._outer_modules(part)[0], tensors)),
                                          requires_grad=False)
         try:
             yield module
         finally:
             to_meta(tensor_slots(module))
+            release_freed_memory()
 
     # ------------------------------------------------------------------ export
 
-    def state_groups(self) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
-        """The state dict a group at a time: every decoder layer on its own, then the rest (embedding, norm, head)."""
+    def state_groups(self, outer_dtype: torch.dtype | None = None) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
+        """The state dict a group at a time: every decoder layer on its own, then the rest (embedding, norm, head).
+
+        `outer_dtype`: the dtype the caller converts the embedding and head to anyway (read so, when stored).
+        """
         for parts in self.walk(save=False):
             prefix = f"{self._names[id(parts.layer)]}."
             yield prefix, {f"{prefix}{k}": v for k, v in parts.layer.state_dict().items()}
         layer_prefixes = tuple(f"{self._names[id(layer)]}." for layer in self.adapter.decoder_layers(self.model))
         head_prefix = f"{self._names[id(self.adapter.lm_head(self.model))]}."
-        with self.outer("embed"):  # then the embedding with the small rest (final norm), and the head on its own
+        with self.outer("embed", dtype=outer_dtype):  # then the embedding with the small rest (final norm), and the head alone
             yield "", {k: v for k, v in self.model.state_dict().items() if not k.startswith((*layer_prefixes, head_prefix))}
         if not self.embeddings_tied():  # a tied head is the embedding: the exporter writes it once
-            with self.outer("head"):
+            with self.outer("head", dtype=outer_dtype):
                 yield "", {k: v for k, v in self.model.state_dict().items() if k.startswith(head_prefix)}
 
     def embeddings_tied(self) -> bool | None:

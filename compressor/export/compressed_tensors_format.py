@@ -190,7 +190,7 @@ def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, m
     if tied is None:
         tied = _embeddings_tied(model)
     head_key = f"{module_name(model, model.get_output_embeddings())}.weight" if tied else None
-    for prefix, group in layers.state_groups():
+    for prefix, group in layers.state_groups(outer_dtype=EXPORT_DTYPE):
         for name, module in model.named_modules():  # the group's online rotations, while its tensors are in memory
             if isinstance(module, FakeQuantLinear) and name.startswith(prefix) and module.input_rotation is not None \
                     and module.input_rotation.device.type != "meta":

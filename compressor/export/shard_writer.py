@@ -30,10 +30,10 @@ class ShardWriter:
         self._written: list[tuple[Path, list[str], int]] = []  # (temporary file, its tensor names, bytes)
 
     def add(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Queue a group of tensors; the pending shard is written first when the group would overflow it."""
+        """Queue a group of tensors; the pending shard is written first when the group would overflow it or is half a shard."""
         incoming = sum(t.numel() * t.element_size() for t in tensors.values())
-        if self._pending and self._pending_bytes + incoming > self.max_shard_bytes:
-            self._flush()
+        if self._pending and (self._pending_bytes + incoming > self.max_shard_bytes or 2 * incoming >= self.max_shard_bytes):
+            self._flush()  # a big group (an embedding) goes out with nothing else pending in memory beside it
         for name, t in tensors.items():
             if name in self._pending or any(name in names for _, names, _ in self._written):
                 raise ValueError(f"tensor {name!r} written twice")

@@ -26,6 +26,7 @@ from compressor.models.sources.safetensors_header import TensorEntry, read_tenso
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
+CONVERT_CHUNK_BYTES = 64 << 20  # stored bytes read per step when a tensor is converted as it is read
 TORCH_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64, "I32": torch.int32,
@@ -52,7 +53,7 @@ def shard_files(folder: Path) -> list[Path]:
 class ShardedTensors:
     """Every shard's header, read once; `get_tensor(name)` reads that tensor's bytes from the shard holding it."""
 
-    def __init__(self, files: list[Path]):
+    def __init__(self, files: list[Path] | tuple[Path, ...]):
         self._where: dict[str, tuple[Path, TensorEntry]] = {}
         for path in files:
             for entry in read_tensors(path):
@@ -64,23 +65,43 @@ class ShardedTensors:
     def __contains__(self, name: str) -> bool:
         return name in self._where
 
-    def get_tensor(self, name: str) -> torch.Tensor:
+    def stored_dtype(self, name: str) -> torch.dtype:
+        return TORCH_DTYPES[self._where[name][1].dtype]
+
+    def get_tensor(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The tensor as stored, or converted to `dtype` a few MB at a time (no full-size copy in the stored dtype)."""
         try:
             path, entry = self._where[name]
         except KeyError:
             raise KeyError(f"tensor {name!r} is in none of the checkpoint's shards") from None
-        tensor = torch.empty(entry.shape, dtype=TORCH_DTYPES[entry.dtype])
-        if entry.nbytes:
-            buffer = memoryview(tensor.view(-1).view(torch.uint8).numpy())
-            with path.open("rb", buffering=0) as f:
-                f.seek(entry.data_start)
-                done = 0
-                while done < entry.nbytes:
-                    n = f.readinto(buffer[done:])
-                    if not n:
-                        raise OSError(f"{path.name}: {name} ends early (read {done} of {entry.nbytes} bytes)")
-                    done += n
-        return tensor
+        stored = TORCH_DTYPES[entry.dtype]
+        if dtype is None or dtype == stored or not entry.nbytes:
+            tensor = torch.empty(entry.shape, dtype=stored)
+            if entry.nbytes:
+                _read_into(path, entry.data_start, tensor)
+            return tensor.to(dtype) if dtype is not None else tensor
+        out = torch.empty(entry.shape, dtype=dtype)
+        flat = out.view(-1)
+        step = max(1, CONVERT_CHUNK_BYTES // stored.itemsize)
+        staging = torch.empty(min(step, flat.numel()), dtype=stored)
+        for start in range(0, flat.numel(), step):
+            n = min(step, flat.numel() - start)
+            _read_into(path, entry.data_start + start * stored.itemsize, staging[:n])
+            flat[start:start + n] = staging[:n]
+        return out
+
+
+def _read_into(path: Path, offset: int, tensor: torch.Tensor) -> None:
+    """Fill contiguous `tensor` with the file's bytes from `offset`."""
+    buffer = memoryview(tensor.view(-1).view(torch.uint8).numpy())
+    with path.open("rb", buffering=0) as f:
+        f.seek(offset)
+        done = 0
+        while done < len(buffer):
+            n = f.readinto(buffer[done:])
+            if not n:
+                raise OSError(f"{path.name}: ends early at byte {offset + done}")
+            done += n
 
 
 @contextmanager

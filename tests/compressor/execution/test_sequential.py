@@ -129,17 +129,23 @@ def test_shard_writer_splits_and_indexes_what_one_file_would_hold(tmp_path):
     one = ShardWriter(single)
     one.add(tensors)
     assert [p.name for p in one.close()] == ["model.safetensors"]
-    many = ShardWriter(sharded, max_shard_bytes=2 * 64 * 64 * 4)
-    for name, t in tensors.items():
+    many = ShardWriter(sharded, max_shard_bytes=3 * 64 * 64 * 4)
+    for name, t in list(tensors.items())[:5]:  # full after three tensors
         many.add({name: t})
+    big = {"embed.weight": torch.randn(64, 96)}  # half a shard or more: what is pending is written before it
+    many.add(big)
     files = many.close()
     assert [p.name for p in files] == [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
+    written = {**dict(list(tensors.items())[:5]), **big}
     index = json.loads((sharded / INDEX_FILE).read_text())
-    assert index["metadata"]["total_size"] == 6 * 64 * 64 * 4 and set(index["weight_map"]) == set(tensors)
-    for folder in (single, sharded):
+    assert index["metadata"]["total_size"] == sum(t.numel() * 4 for t in written.values()) and set(index["weight_map"]) == set(written)
+    assert [index["weight_map"][k] for k in ("layers.2.weight", "layers.3.weight", "layers.4.weight", "embed.weight")] == [
+        "model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors", "model-00002-of-00003.safetensors",
+        "model-00003-of-00003.safetensors"]
+    for folder, expected in ((single, tensors), (sharded, written)):
         with open_shards(folder) as read:
-            assert sorted(read.keys()) == sorted(tensors)
-            for name, t in tensors.items():
+            assert sorted(read.keys()) == sorted(expected)
+            for name, t in expected.items():
                 assert torch.equal(read.get_tensor(name), t)
     with pytest.raises(ValueError, match="written twice"):
         many.add({"layers.0.weight": tensors["layers.0.weight"]})
