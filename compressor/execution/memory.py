@@ -51,13 +51,13 @@ OSTQUANT_WEIGHT_COPIES = 6
 # weights at its peak (measured: 390 MiB above the quantized model for the bundled model).
 EXPORT_WEIGHT_COPIES = 1
 # Evaluation (compressor.eval.evaluation): the final hidden states of every window, walked a layer
-# at a time in batches of EVAL_BATCH windows, then vocabulary-wide rows EVAL_CHUNK_TOKENS at a
-# time: the logits and their log-softmax; for KL also the original's log-softmax, its exp, the
+# at a time in batches of EVAL_BATCH windows, then vocabulary-wide rows EVAL_CHUNK_VALUES logits
+# at a time (128 positions of a 128k vocabulary): the logits and their log-softmax; for KL also the original's log-softmax, its exp, the
 # difference and the product.
 EVAL_LOGIT_COPIES = 2
 EVAL_LOGIT_COPIES_WITH_REFERENCE = 5
 EVAL_BATCH = 2  # compressor.execution.layer_forward.BATCH_WINDOWS
-EVAL_CHUNK_TOKENS = 512  # compressor.eval.perplexity.CHUNK_TOKENS
+EVAL_CHUNK_VALUES = 2**24  # compressor.eval.perplexity.CHUNK_VALUES
 CALIBRATION_BATCH = 8  # chunks per layer forward in layer-wise calibration (compressor.quant.calibration)
 LAYER_WISE_STAGES = ("quantize", "affinequant")  # stages that walk the calibration chunks a decoder layer at a time
 # How much of such a stage's working set is still resident when the evaluation peaks: the same
@@ -219,11 +219,12 @@ def estimate_peak(
     end_to_end = any(_stage_kind(c) in ("ostquant", "prosparse") for c in stages)
     full_weights = m.params * wb
     held = 1 if layers == "sequential" and not end_to_end else m.layers  # decoder layers in memory at once
-    weights = (held * m.layer_params + 2 * m.embedding_params + m.hidden) * wb
+    one_at_a_time = held == 1  # sequential: the embedding and the head are loaded one at a time, never together
+    weights = (held * m.layer_params + (1 if one_at_a_time else 2) * m.embedding_params + m.hidden) * wb
     parts: dict[str, int] = {
         "process_baseline": PROCESS_BASELINE_BYTES[device_kind] if device_kind == "cpu" else CUDA_CONTEXT_BYTES,
-        "weights": weights - (m.embedding_params * wb if m.tied else 0),
-        "untied_head": m.embedding_params * wb if m.tied else 0,
+        "weights": weights - (m.embedding_params * wb if m.tied and not one_at_a_time else 0),
+        "untied_head": m.embedding_params * wb if m.tied and not one_at_a_time else 0,  # the store unties a resident model
     }
     ev = recipe.eval
     reference = bool(ev.datasets) and (ev.original or ev.kl)
@@ -257,7 +258,7 @@ def estimate_peak(
     if recipe.export.format != "none":
         phases["export"] = {"export_buffers": EXPORT_WEIGHT_COPIES * held * m.layer_params * 4}  # streamed per layer when sequential
     if ev.datasets:
-        rows = min(EVAL_CHUNK_TOKENS, ev.window - 1)
+        rows = max(1, min(EVAL_CHUNK_VALUES // m.vocab, ev.window - 1))
         copies = EVAL_LOGIT_COPIES_WITH_REFERENCE if (reference and ev.kl) else EVAL_LOGIT_COPIES
         phases["eval"] = {"eval_logits": copies * rows * m.vocab * 4,
                           "eval_hidden": 3 * windows * ev.window * m.hidden * act,  # inputs, outputs, after the final norm
