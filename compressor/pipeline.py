@@ -129,10 +129,11 @@ def run(
     home = home or compressor_home()
     store = ModelStore(home)
     model_dir = store.resolve(spec.model)  # unknown model: fail before anything else
-    problems = check_recipe_against_model(store.config(spec.model), recipe)  # the family and widths, before any weight loads
+    config = store.config(spec.model)  # config.json, read once: the checks, the plan and the residency all use it
+    problems = check_recipe_against_model(config, recipe)  # the family and widths, before any weight loads
     if problems:
         raise ValueError(f"the recipe cannot run on {spec.model}:\n  " + "\n  ".join(problems))
-    plan = plan_execution(store.config(spec.model), recipe, device)  # an end-to-end job that cannot fit fails here
+    plan = plan_execution(config, recipe, device)  # an end-to-end job that cannot fit fails here
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prog = Progress(progress, should_cancel)
@@ -149,8 +150,8 @@ def run(
     device, dtype = plan.target.torch_device(), plan.target.torch_dtype()
     info = store.info(spec.model)
     layers_mode, layers_why = choose_layers(recipe, int(info.get("params", 0)) * dtype.itemsize, device_memory(str(device))[0],
-                                            layout_changes=_layout_changes(store.config(spec.model)))
-    plan = plan.for_layers(store.config(spec.model), recipe, layers_mode)
+                                            layout_changes=_layout_changes(config))
+    plan = plan.for_layers(config, recipe, layers_mode)
     prog.stage = "load"
     prog.emit("stage_start", f"loading {spec.model} ({layers_mode}: {layers_why})")
     prog.emit("message", f"running on {plan.target.describe()}", data={"device": plan.target.device, "dtype": plan.target.dtype})

@@ -191,9 +191,9 @@ def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, m
         tied = _embeddings_tied(model)
     head_key = f"{module_name(model, model.get_output_embeddings())}.weight" if tied else None
     for prefix, group in layers.state_groups(outer_dtype=EXPORT_DTYPE):
-        for name, module in model.named_modules():  # the group's online rotations, while its tensors are in memory
-            if isinstance(module, FakeQuantLinear) and name.startswith(prefix) and module.input_rotation is not None \
-                    and module.input_rotation.device.type != "meta":
+        root = model.get_submodule(prefix.rstrip(".")) if prefix else model
+        for name, module in root.named_modules(prefix=prefix.rstrip(".")):  # the group's online rotations, while in memory
+            if isinstance(module, FakeQuantLinear) and module.input_rotation is not None and module.input_rotation.device.type != "meta":
                 _collect_rotation(online_rotations, name, module.input_rotation)
         state: dict[str, torch.Tensor] = {}
         for name, tensor in group.items():
