@@ -164,14 +164,22 @@ def _gptq_bytes(m: ModelShape, acc: int) -> int:
 
 
 def _ostquant_bytes(m: ModelShape, cfg: Any, recipe: Any, weight_bytes_f32: int) -> tuple[dict[str, int], int]:
-    """OSTQuant's training: its transforms with grads and Adam moments, effective weights, activations, KL logits."""
+    """OSTQuant's training: its transforms with grads and Adam moments, effective weights, activations, KL logits.
+
+    With activation checkpointing (the default) backward keeps each decoder layer's input and
+    rebuilds one layer at a time (its transformed weights and intermediates); without it,
+    every layer's are kept until backward reaches them.
+    """
     seqlen, batch = recipe.calibration.seqlen, cfg.batch_size
     rot = (m.hidden * m.hidden if "r1" in cfg.rotations else 0) + (
         m.layers * m.kv_heads * m.head_dim * m.head_dim if "r2" in cfg.rotations else 0)
     params = rot * 8 * 4  # float64 rotations, their grads and two Adam moments
-    effective = OSTQUANT_WEIGHT_COPIES * m.layers * m.layer_params * 4
+    live_layers = 1 if cfg.activation_checkpointing else m.layers
+    effective = OSTQUANT_WEIGHT_COPIES * live_layers * m.layer_params * 4
     width = TRAIN_HIDDEN_TENSORS * m.hidden + TRAIN_FFN_TENSORS * m.intermediate
-    acts = m.layers * (batch * seqlen * width * 4 + 2 * batch * m.heads * seqlen * seqlen * 4)
+    acts = live_layers * (batch * seqlen * width * 4 + 2 * batch * m.heads * seqlen * seqlen * 4)
+    if cfg.activation_checkpointing:
+        acts += m.layers * batch * seqlen * m.hidden * 4  # the saved layer inputs
     # teacher and student logits, both log-softmaxes, the student's grad, the top-k gathers
     logits = 6 * batch * seqlen * m.vocab * 4
     parts = {"ostquant_parameters": params, "ostquant_effective_weights": effective,

@@ -47,6 +47,8 @@ def what_to_change(recipe: Any, estimate: MemoryEstimate) -> str:
 
     if has("ostquant", "prosparse"):
         hints.append("fewer calibration.seqlen tokens or a smaller batch_size of the training stage")
+    if any(getattr(c, "activation_checkpointing", True) is False for c in recipe.stage_configs()):
+        hints.append("activation_checkpointing: true on the training stage")
     if has("calibration_activations", "layer_forward"):
         hints.append(f"fewer calibration.samples (now {recipe.calibration.samples})")
     if has("eval_logits"):

@@ -99,6 +99,7 @@ class OSTQuantConfig(StrictModel):
     lr_schedule: Literal["linear", "constant"] = Field("linear", description="'linear': both rates decay linearly to 0 over the steps (the paper's HF Trainer default); 'constant'")
     seed: int = Field(0, ge=0, description="seed of the random Hadamard starts")
     qsur_samples: int = Field(4, ge=0, le=256, description="calibration chunks used for the QSUR table (0 = skip)")
+    activation_checkpointing: bool = Field(True, description="keep only each decoder layer's input for backward and recompute the layer (its transformed weights included) there: memory of one layer instead of the model's depth, about a third more time per step")
 
 
 class ProSparseConfig(StrictModel):

@@ -74,14 +74,20 @@ def effective_layer_weights(
 
 @torch.no_grad()
 def fuse_ost_transforms(model: nn.Module, adapter: DecoderAdapter, params: OSTParameters, down_hadamard_seed: int | None) -> None:
-    """Write the transformed weights into the model, computed in float64 (norms already folded)."""
+    """Write the transformed weights into the model, computed in float64 (norms already folded).
+
+    A layer (then the embedding, then the head) at a time: float64 copies of the whole model
+    would double its size at the end of training.
+    """
     r1 = params.r1.detach().double() if params.r1 is not None else None
-    layers = adapter.all_layer_parts(model)
-    new = {}
-    for parts in layers:
-        new.update(effective_layer_weights(parts, adapter, params, torch.float64, r1, down_hadamard_seed))
+    for parts in adapter.all_layer_parts(model):
+        _write(effective_layer_weights(parts, adapter, params, torch.float64, r1, down_hadamard_seed))
     if r1 is not None:
-        for module in (adapter.embeddings(model), adapter.lm_head(model)):
-            new[module.weight] = module.weight.detach().double() @ r1
+        weights = {id(m.weight): m.weight for m in (adapter.embeddings(model), adapter.lm_head(model))}  # tied: once
+        for weight in weights.values():
+            _write({weight: weight.detach().double() @ r1})
+
+
+def _write(new: dict[nn.Parameter, torch.Tensor]) -> None:
     for param, value in new.items():
         param.data.copy_(value.to(param.dtype))

@@ -1,9 +1,9 @@
 """The OSTQuant calibration loop: transforms trained end to end against the model's own teacher.
 
 Teacher = the same modules with base weights and compression bypassed (no second model in
-memory). Student = the same modules run through `torch.func.functional_call` with the
-transformed (and, for weight-only targets, fake-quantized) weights, with activation and KV
-quantizers active when the target quantizes them. Embedding and head use the rotation on
+memory). Student = the same modules, each decoder layer run with its transformed (and, for
+weight-only targets, fake-quantized) weights built inside its own, checkpointed, forward
+(`student.py`), with activation and KV quantizers active when the target quantizes them. Embedding and head use the rotation on
 the activations (E[tokens]·R1 and (h·R1ᵀ)·Wᵀ), which avoids a 49152×576 product per step.
 """
 
@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
 
 from compressor.checkpoints.records import optimizer_from_unit, optimizer_to_unit, state_blob, state_from_blob
 from compressor.context import CompressionContext
+from compressor.models.adapter import DecoderLayerParts
 from compressor.quant.compressed_linear import compression_bypassed
 from compressor.quant.kl_top import kl_top_loss
 from compressor.quant.quantizer import as_groups, round_ste, scale_zero_from_range
@@ -25,6 +25,7 @@ from compressor.spec import OSTQuantConfig, WeightQuantConfig
 from compressor.transforms.ostquant.effective import effective_layer_weights
 from compressor.transforms.ostquant.parameters import OSTParameters
 from compressor.transforms.ostquant.stiefel import CayleyAdam
+from compressor.transforms.ostquant.student import transformed_layers
 
 
 def fake_quantize_weight_ste(w: torch.Tensor, cfg: WeightQuantConfig) -> torch.Tensor:
@@ -77,7 +78,6 @@ def train_transforms(
     if cfg.steps == 0:
         return []
     body = model.model
-    name_of = {id(p): n for n, p in body.named_parameters()}
     # trained in fp32 whatever the working dtype (no copy when the model is fp32)
     embedding, head = adapter.embeddings(model).weight.detach().float(), adapter.lm_head(model).weight.detach().float()
     layers = adapter.all_layer_parts(model)
@@ -107,14 +107,16 @@ def train_transforms(
         with torch.no_grad(), compression_bypassed():
             teacher = model(batch, use_cache=False).logits
         r1 = params.r1.float() if params.r1 is not None else None
-        weights: dict[str, Any] = {}
-        for parts in layers:
-            for param, value in effective_layer_weights(parts, adapter, params, torch.float32, r1, down_hadamard_seed).items():
-                if weight_target is not None and value.dim() == 2:
-                    value = fake_quantize_weight_ste(value, weight_target)
-                weights[name_of[id(param)]] = value
+
+        def layer_weights(parts: DecoderLayerParts, r1: torch.Tensor | None = r1) -> dict[torch.nn.Parameter, torch.Tensor]:
+            weights = effective_layer_weights(parts, adapter, params, torch.float32, r1, down_hadamard_seed)
+            if weight_target is not None:
+                weights = {p: fake_quantize_weight_ste(v, weight_target) if v.dim() == 2 else v for p, v in weights.items()}
+            return weights
+
         embeds = embedding[batch] @ r1 if r1 is not None else embedding[batch]
-        hidden = functional_call(body, weights, args=(), kwargs={"inputs_embeds": embeds, "use_cache": False})[0]
+        with transformed_layers(layers, layer_weights, checkpointed=cfg.activation_checkpointing):
+            hidden = body(inputs_embeds=embeds, use_cache=False)[0]
         logits = (hidden @ r1.T if r1 is not None else hidden) @ head.T
         loss = calibration_loss(teacher, logits, batch, cfg)
         for opt in opts:

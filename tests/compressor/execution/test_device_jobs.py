@@ -51,19 +51,27 @@ def test_device_setting_is_refused_before_the_model_loads(tiny_store, tmp_path, 
 def test_end_to_end_method_that_cannot_fit_fails_at_once_with_the_numbers():
     import psutil
 
-    # a 3-trillion-parameter config: no machine's RAM holds its OSTQuant training
-    config = {"vocab_size": 256000, "hidden_size": 65536, "intermediate_size": 262144, "num_hidden_layers": 200,
-              "num_attention_heads": 512, "num_key_value_heads": 64, "head_dim": 128, "tie_word_embeddings": False}
-    recipe = Recipe.model_validate({"stages": [{"ostquant": {"steps": 10}},
-                                               {"quantize": {"weights": {"bits": 4, "strategy": "channel"}}}]})
+    # Llama-3-8B shapes trained on batches of 64 x 4096 tokens: the logits alone are hundreds of GB
+    config = {"vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+              "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "tie_word_embeddings": False}
+    recipe = Recipe.model_validate({"stages": [{"ostquant": {"steps": 10, "batch_size": 64}},
+                                               {"quantize": {"weights": {"bits": 4, "strategy": "channel"}}}],
+                                    "calibration": {"samples": 64, "seqlen": 4096}})
     with pytest.raises(InsufficientMemoryError) as err:
         plan_execution(config, recipe, "cpu")
     msg = str(err.value)
-    m = re.match(r"ostquant keeps the whole model on cpu and needs about ([\d.]+) GiB \(.*ostquant_effective_weights.*\); "
+    m = re.match(r"ostquant keeps the whole model on cpu and needs about ([\d.]+) GiB \(ostquant_logits .*\); "
                  r"([\d.]+) GiB is available there \(of ([\d.]+) GiB\)\. To fit: fewer calibration.seqlen tokens", msg)
     assert m, msg
     needed, available, total = (float(g) for g in m.groups())
     assert needed > available and total == pytest.approx(psutil.virtual_memory().total / 2**30, abs=0.01)
+    # without activation checkpointing every layer's intermediates count, and the message says how to turn it on
+    dump = recipe.model_dump()
+    dump["stages"][0]["ostquant"]["activation_checkpointing"] = False
+    plain = Recipe.model_validate(dump)
+    with pytest.raises(InsufficientMemoryError, match="activation_checkpointing: true on the training stage") as err2:
+        plan_execution(config, plain, "cpu")
+    assert float(re.search(r"needs about ([\d.]+) GiB", str(err2.value)).group(1)) > needed
     # the same model with a layer-local method is not refused here (the submit-time check covers it)
     rtn = Recipe.model_validate({"stages": RTN})
     assert plan_execution(config, rtn, "cpu").estimate.total_bytes > available * 2**30

@@ -114,7 +114,12 @@ def test_ostquant_keeps_the_whole_model_and_counts_training_state():
     rotations = 8 * 8 + 2 * 1 * 4 * 4
     assert est.parts["ostquant_parameters"] == rotations * 8 * 4
     assert est.parts["ostquant_logits"] == 6 * 2 * 32 * 100 * 4
-    assert est.parts["ostquant_effective_weights"] == memory.OSTQUANT_WEIGHT_COPIES * 2 * LAYER * 4
+    # activation checkpointing (the default): one layer's transformed weights and intermediates at a time
+    assert est.parts["ostquant_effective_weights"] == memory.OSTQUANT_WEIGHT_COPIES * LAYER * 4
+    stages[0]["ostquant"]["activation_checkpointing"] = False
+    plain = estimate_peak(TINY, recipe(stages=stages, eval=NO_EVAL, calibration={"samples": 4, "seqlen": 32}), "cpu")
+    assert plain.parts["ostquant_effective_weights"] == memory.OSTQUANT_WEIGHT_COPIES * 2 * LAYER * 4
+    assert plain.parts["ostquant_activations"] > est.parts["ostquant_activations"]
 
 
 def test_bad_arguments_name_the_field():
