@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Row
 
 from service.db.models import Job, JobEvent
+from compressor.eval.report import EngineRow
 from compressor.models.compatibility import ModelSupport, Support
 from service.records import MODEL_NAME_PATTERN, JobError, JobKind, JobProgress, JobStatus
 
@@ -145,12 +146,21 @@ class ModelFile(BaseModel):
     sha256: str
 
 
+class RecipeFit(BaseModel):
+    """A ready-made recipe on one model: whether it applies, and which engines serve the checkpoint it writes."""
+
+    applies: bool
+    reason: str | None = Field(None, description="why it does not apply to this model (the submit-time check's message)")
+    engines: dict[str, EngineRow] = Field({}, description="engine (transformers, vllm-ampere/-hopper/-blackwell) -> serves?")
+
+
 class ModelDetail(ModelInfo):
     """One model in full: its files with sha256s, its shape, and which methods and formats apply (and why not)."""
 
     files: list[ModelFile] = []
     support: ModelSupport | None = None
     formats: dict[str, Support] = {}
+    recipes: dict[str, RecipeFit] = Field({}, description="each ready-made recipe on this model and who serves its checkpoint")
 
 
 class ModelList(BaseModel):
@@ -162,6 +172,8 @@ class RecipeInfo(BaseModel):
     name: str = Field(description="pass as `recipe` (or as `recipe.base` with overrides) in POST /v1/jobs")
     stages: list[str] = Field(description="the stage names, in order")
     recipe: dict[str, Any] = Field(description="the recipe in full, to submit as it is or edited")
+    engines: dict[str, EngineRow] = Field({}, description="which engines serve the checkpoint it writes, by which path, "
+                                                          "and why not (compressor/export/engines.py, measured by exporting it)")
 
 
 class RecipeList(BaseModel):

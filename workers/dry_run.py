@@ -23,12 +23,20 @@ from typing import Any
 from compressor.eval.report import (
     JobInfo, LayerError, LinearBackend, ReloadCheck, Report, SizeInfo, SpeedSection, StageReport, Throughput, job_info,
 )
+from compressor.export.engines import engine_support, engine_table, engines_summary
 from compressor.export.format import library_versions, write_manifest
 from compressor.progress import Progress, ProgressEvent
 from compressor.spec import JobSpec
 
 CHECKPOINT_DIR = "checkpoint"  # as compressor.pipeline.CHECKPOINT_DIR
 NUM_LAYERS = 6
+# the checkpoint shape the dry run pretends to write (int4 W4A16, group 128), judged by the real engine rules
+DRY_QUANTIZATION_CONFIG = {
+    "quant_method": "compressed-tensors", "format": "pack-quantized",
+    "config_groups": {"group_0": {"targets": ["Linear"], "input_activations": None, "output_activations": None,
+                                  "weights": {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group",
+                                              "group_size": 128, "dynamic": False}}},
+}
 
 
 @dataclass
@@ -65,7 +73,9 @@ def run(spec: JobSpec, out_dir: Path, progress: Callable[[ProgressEvent], None] 
     (checkpoint / "model.safetensors").write_bytes(os.urandom(4096))
     (checkpoint / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "dry_run": True}))
     job = job_info(spec.model, recipe).model_dump(mode="json")
-    write_manifest(checkpoint, {**job, "format": "dry-run", "versions": library_versions(), "engines": {},
+    support = engine_support(DRY_QUANTIZATION_CONFIG, [])
+    write_manifest(checkpoint, {**job, "format": "dry-run", "versions": library_versions(),
+                                "engines": engines_summary(support), "engine_support": engine_table(support),
                                 "not_servable_reasons": ["a dry run holds random bytes"], "runtime_requirements": [],
                                 "online_transforms": []})
     checkpoint_bytes = sum(f.stat().st_size for f in checkpoint.iterdir())
@@ -85,6 +95,7 @@ def run(spec: JobSpec, out_dir: Path, progress: Callable[[ProgressEvent], None] 
         seconds=seconds,
         peak_rss_mb=1.0,
         speed=dry_speed_section(recipe.eval.speed) if recipe.eval.speed is not None else None,
+        engines=engine_table(support),
     ).model_dump(mode="json")
     (Path(out_dir) / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     p.stage = None

@@ -122,6 +122,16 @@ function speedTable(m) {
     <tbody>${rows}</tbody></table>${kernels ? `<p class="muted" id="speed-kernels">${kernels}</p>` : ""}</div>`;
 }
 
+function enginesTable(m) {
+  // which engines serve the checkpoint, by which path, and why not: the export's one rule table (manifest engine_support)
+  const en = m && m.engines;
+  if (!en || !Object.keys(en).length) return "";
+  const rows = Object.entries(en).map(([name, e]) => `<tr data-engine="${esc(name)}"><td>${esc(name)}</td>
+    <td class="${e.serves ? "" : "error"}">${e.serves ? "yes" : "no"}</td><td>${esc(e.path || "–")}</td><td>${esc(e.reason || "")}</td></tr>`).join("");
+  return `<div id="engines"><h3>Serving engines</h3><table id="engines-table"><thead><tr><th>engine</th><th>serves</th><th>path</th>
+    <th>why not / note</th></tr></thead><tbody>${rows}</tbody></table></div>`;
+}
+
 function perplexityPlot(el, m) {
   const ppl = (m && m.perplexity) || {};
   const datasets = Object.keys(ppl.compressed || {});
@@ -180,7 +190,7 @@ async function jobPage(jobId) {
   view().innerHTML = `
     <h2>Job <span id="job-id">${esc(jobId)}</span></h2>
     <div class="card" id="job-summary"></div>
-    <div class="grid"><div class="card"><h3>Metrics</h3><div id="job-metrics"></div><div id="job-speed"></div><div id="ppl-plot"></div><div id="layer-plot"></div></div>
+    <div class="grid"><div class="card"><h3>Metrics</h3><div id="job-metrics"></div><div id="job-speed"></div><div id="job-engines"></div><div id="ppl-plot"></div><div id="layer-plot"></div></div>
       <div class="card"><h3>Progress</h3><div id="progress-plot"></div></div></div>
     <div class="card"><h3>Artifacts</h3><div id="job-artifacts" class="muted">none yet</div></div>
     <div class="card"><h3>Events</h3><div class="events" id="job-events"></div></div>`;
@@ -211,6 +221,7 @@ async function jobPage(jobId) {
           esc(job.report.dtype)} · ${fmtBytes(job.report.total_bytes)}</p>` : `<p class="muted">The model appears when the import succeeds.</p>`)
       : metricsTable(job.report);
     $("#job-speed").innerHTML = job.kind === "model-import" ? "" : speedTable(job.report);
+    $("#job-engines").innerHTML = job.kind === "model-import" ? "" : enginesTable(job.report);
     if (job.report && !plotted) {
       perplexityPlot($("#ppl-plot"), job.report);
       layerErrorPlot($("#layer-plot"), job.report);

@@ -15,8 +15,10 @@ router = APIRouter(prefix="/v1", tags=["catalog"])
 def recipes(owner: OwnerDep) -> RecipeList:
     """The ready-made recipes, in full, with the JSON schema they follow: post one by name, by name with
     overrides (`{"base": name, "set": {"eval.max_tokens": 2048}}`), or edited in full."""
+    from compressor.export.engines import recipe_engine_tables
     from compressor.spec import Recipe
 
-    data = [RecipeInfo(name=n, stages=[next(iter(stage)) for stage in r["stages"]], recipe=r)
+    tables = recipe_engine_tables()
+    data = [RecipeInfo(name=n, stages=[next(iter(stage)) for stage in r["stages"]], recipe=r, engines=tables.get(n, {}))
             for n, r in list_recipes().items()]
     return RecipeList(data=data, recipe_schema=Recipe.model_json_schema())

@@ -17,7 +17,9 @@ from fastapi import APIRouter, Header, HTTPException, Path, Response
 from sqlalchemy.exc import IntegrityError
 
 from api.deps import DatabaseDep, ExecutorDep, OwnerDep, SettingsDep
-from api.schemas import ERRORS, ErrorBody, JobPublic, ModelDetail, ModelImportRequest, ModelInfo, ModelList
+from api.schemas import (
+    ERRORS, ErrorBody, JobPublic, ModelDetail, ModelImportRequest, ModelInfo, ModelList, RecipeFit,
+)
 from compressor.models.compatibility import Support, model_support
 from compressor.models.sources import (
     SourceError, SourceNotAllowed, UnknownSchemeError, default_name, parse_source,
@@ -150,7 +152,22 @@ def get_model(name: ModelName, owner: OwnerDep, db: DatabaseDep, settings: Setti
         raise HTTPException(404, f"model {name!r} has no readable config.json ({e})") from None
     support = model_support(config)
     formats = {"compressed-tensors": Support(ok=support.supported, reason=support.reason)}
-    return ModelDetail(**_info_fields(info, row, owner), files=info.get("files", []), support=support, formats=formats)
+    return ModelDetail(**_info_fields(info, row, owner), files=info.get("files", []), support=support, formats=formats,
+                       recipes=recipe_fits(config))
+
+
+def recipe_fits(config: dict[str, Any]) -> dict[str, RecipeFit]:
+    """Each ready-made recipe on the model of `config`: the submit-time check's verdict and the engine table."""
+    from compressor.export.engines import recipe_engine_tables
+    from compressor.models.compatibility import check_recipe_against_model
+    from compressor.spec.files import ready_made_recipes
+
+    tables = recipe_engine_tables()
+    fits = {}
+    for name, recipe in ready_made_recipes().items():
+        problems = check_recipe_against_model(config, recipe)
+        fits[name] = RecipeFit(applies=not problems, reason="; ".join(problems) or None, engines=tables.get(name, {}))
+    return fits
 
 
 @router.delete("/{name}", status_code=204, operation_id="models-delete",

@@ -17,7 +17,10 @@ here was run on those engines in this project: the table states what their loade
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 TRANSFORMERS = "transformers"
@@ -188,3 +191,13 @@ def engines_summary(rows: list[EngineSupport]) -> dict[str, bool]:
     """The manifest's short `engines`: transformers, and vllm = served on at least one GPU generation."""
     by = {r.engine: r.serves for r in rows}
     return {"transformers": by[TRANSFORMERS], "vllm": any(by[e] for e in VLLM_ENGINES)}
+
+
+# each ready-made recipe's engine table, as its export gives it (`compressor/export/recipe_engines.py` writes it)
+RECIPE_ENGINES_FILE = Path(__file__).resolve().parents[1] / "recipes" / "engines.json"
+
+
+@cache
+def recipe_engine_tables() -> dict[str, dict[str, dict[str, Any]]]:
+    """recipe name -> engine -> {serves, path, reason}: what serves the checkpoint a ready-made recipe writes."""
+    return json.loads(RECIPE_ENGINES_FILE.read_text()) if RECIPE_ENGINES_FILE.exists() else {}

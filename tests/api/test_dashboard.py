@@ -74,6 +74,8 @@ def test_submit_a_job_and_watch_it_finish(browser, tmp_path: Path) -> None:  # n
         assert "fake-quant vs reloaded" in speed and "20.500" in speed and "20.510" in speed
         assert "1.50×" in browser.find_element(By.CSS_SELECTOR, 'tr[data-phase="decode-8"]').text
         assert "4.25 bits/weight" in speed
+        hopper = browser.find_element(By.CSS_SELECTOR, 'tr[data-engine="vllm-hopper"]').text  # the rule table's row
+        assert "yes" in hopper and "Marlin" in hopper
         assert "model.safetensors" in browser.find_element(By.ID, "artifacts-table").text
         assert "succeeded" in browser.find_element(By.ID, "job-events").text
         job_id = browser.find_element(By.ID, "job-id").text

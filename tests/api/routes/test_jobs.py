@@ -86,6 +86,10 @@ def test_recipes_list_with_their_schema(api: Api) -> None:
     gptq = next(r for r in body["data"] if r["name"] == "w4a16-gptq")
     assert gptq["stages"] == ["quantize"] and gptq["recipe"]["calibration"]["samples"] == 128
     assert {"stages", "calibration", "eval", "export"} <= set(body["recipe_schema"]["properties"])
+    # who serves each recipe's checkpoint, before a job runs (the export's rule table, compressor/recipes/engines.json)
+    w4a8 = next(r for r in body["data"] if r["name"] == "w4a8-fp8-gptq")["engines"]
+    assert w4a8["vllm-hopper"]["serves"] and not w4a8["vllm-ampere"]["serves"] and w4a8["vllm-ampere"]["reason"]
+    assert all(set(r["engines"]) == {"transformers", "vllm-ampere", "vllm-hopper", "vllm-blackwell"} for r in body["data"])
 
 
 def _finish_with_report(api: Api, job_id: str, report: dict) -> None:

@@ -88,6 +88,10 @@ def test_sharded_folder_imported_over_rest(api: ModelsApi) -> None:
     support = detail["support"]
     assert (support["num_layers"], support["hidden_size"], support["intermediate_size"], support["head_dim"]) == (3, 48, 96, 8)
     assert support["methods"]["rtn"] == {"ok": True, "reason": None} and detail["formats"]["compressed-tensors"]["ok"]
+    fp8, w4a8 = detail["recipes"]["w8a8-fp8-dynamic"], detail["recipes"]["w4a8-fp8-gptq"]
+    assert fp8["applies"] and fp8["engines"]["vllm-hopper"]["serves"]
+    assert not w4a8["applies"] and "group_size: 128 does not divide hidden_size" in w4a8["reason"]  # width 48
+    assert w4a8["engines"]["vllm-hopper"]["serves"] and not w4a8["engines"]["vllm-ampere"]["serves"]
     as_bob = api.client.get("/v1/models/tiny-llama", headers=api.bob).json()
     assert as_bob["imported_by"] == "another key" and as_bob["import_job_id"] is None  # shared, but not bob's job
     names = [(m["name"], m["imported_by"]) for m in api.client.get("/v1/models", headers=api.bob).json()["data"]]

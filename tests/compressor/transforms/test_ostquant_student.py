@@ -7,7 +7,6 @@ import copy
 import torch
 
 from compressor.models.adapter import adapter_for
-from compressor.spec import OSTQuantConfig
 from compressor.transforms.fusion import fold_norms_into_linears
 from compressor.transforms.ostquant.effective import effective_layer_weights
 from compressor.transforms.ostquant.parameters import OSTParameters
