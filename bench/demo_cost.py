@@ -14,14 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from alternating import alternate, medians, ratios, write_result  # noqa: E402
 
 RUN = """
 import json, resource, sys, time
@@ -53,35 +54,21 @@ def main() -> None:
     args = ap.parse_args()
 
     from compressor.machine import machine_info
-    from compressor.models.store import ModelStore
 
     trees = {"this": REPO, "baseline": args.baseline.resolve()}
     commits = {k: subprocess.run(["git", "-C", str(t), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
                for k, t in trees.items()}
-    runs: dict[str, list[dict]] = {k: [] for k in trees}
-    with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp) / "home"
-        ModelStore(home).import_bundled()
-        for i in range(args.repeat):
-            for name, tree in trees.items():
-                runs[name].append(run_demo(tree, home, Path(tmp) / f"{name}-{i}"))
-                print(name, json.dumps(runs[name][-1]), file=sys.stderr, flush=True)
-    med = {k: {m: statistics.median(r[m] for r in v) for m in ("seconds", "cpu_seconds", "peak_rss_kb")} for k, v in runs.items()}
-    result = {
+    runs = alternate({name: (lambda home, out, tree=tree: run_demo(tree, home, out)) for name, tree in trees.items()},
+                     args.repeat)
+    med = medians(runs, ("seconds", "cpu_seconds", "peak_rss_kb"))
+    write_result(args.out, {
         "job": "compressor run --model smollm2-135m --recipe w4a16-gptq (make demo)",
         "command": "python bench/demo_cost.py " + " ".join(sys.argv[1:]),
         "commits": commits, "machine": machine_info().model_dump(mode="json"), "runs": runs,
         "median": {k: {"seconds": round(v["seconds"], 1), "cpu_seconds": round(v["cpu_seconds"], 1),
                        "peak_rss_mb": round(v["peak_rss_kb"] / 1024, 1)} for k, v in med.items()},
-        "ratio_this_over_baseline": {
-            "seconds": round(med["this"]["seconds"] / med["baseline"]["seconds"], 3),
-            "cpu_seconds": round(med["this"]["cpu_seconds"] / med["baseline"]["cpu_seconds"], 3),
-            "peak_rss": round(med["this"]["peak_rss_kb"] / med["baseline"]["peak_rss_kb"], 3),
-        },
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+        "ratio_this_over_baseline": ratios(med, "this", "baseline"),
+    })
 
 
 if __name__ == "__main__":

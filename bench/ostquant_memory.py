@@ -15,14 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from alternating import alternate, medians, ratios, write_result  # noqa: E402
 
 RUN = """
 import json, sys
@@ -61,31 +62,18 @@ def main() -> None:
     args = ap.parse_args()
 
     from compressor.machine import machine_info
-    from compressor.models.store import ModelStore
 
-    variants = {"plain": False, "checkpointed": True}
-    runs: dict[str, list[dict]] = {k: [] for k in variants}
-    with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp) / "home"
-        ModelStore(home).import_bundled()
-        for i in range(args.repeat):
-            for name, on in variants.items():
-                runs[name].append(run_variant(args.steps, on, home, Path(tmp) / f"{name}-{i}"))
-                print(name, json.dumps(runs[name][-1]), file=sys.stderr, flush=True)
-    med = {k: {m: statistics.median(r[m] for r in v) for m in ("seconds_per_step", "stage_peak_rss_mb")} for k, v in runs.items()}
-    result = {
+    variants = {name: (lambda home, out, on=on: run_variant(args.steps, on, home, out))
+                for name, on in (("plain", False), ("checkpointed", True))}
+    runs = alternate(variants, args.repeat)
+    med = medians(runs, ("seconds_per_step", "stage_peak_rss_mb"))
+    write_result(args.out, {
         "job": f"smollm2-135m: ostquant {args.steps} steps (batch 1 x 512 tokens, KL-Top) + RTN W4 per channel, no eval",
         "command": "python bench/ostquant_memory.py " + " ".join(sys.argv[1:]),
         "machine": machine_info().model_dump(mode="json"), "runs": runs, "median": med,
-        "same_losses": all(a == b for a, b in zip(runs["plain"][0]["losses"], runs["checkpointed"][0]["losses"])),
-        "ratio_checkpointed_over_plain": {
-            "seconds_per_step": round(med["checkpointed"]["seconds_per_step"] / med["plain"]["seconds_per_step"], 3),
-            "stage_peak_rss": round(med["checkpointed"]["stage_peak_rss_mb"] / med["plain"]["stage_peak_rss_mb"], 3),
-        },
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+        "same_losses": all(a["losses"] == b["losses"] for a, b in zip(runs["plain"], runs["checkpointed"])),
+        "ratio_checkpointed_over_plain": ratios(med, "checkpointed", "plain"),
+    })
 
 
 if __name__ == "__main__":
