@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
@@ -16,13 +15,13 @@ from api.deps import (
 )
 from api.job_request import JobCreate
 from api.rendered_jobs import RenderedJobs
+from api.submission import hand_to_executor, replayed_job
 from api.schemas import ERRORS, ErrorBody, Event, EventList, JobList, JobPublic, JobSummary
 from service.db import idempotency
 from service.db import jobs as jobs_db
 from service.db.models import Job
 from service.records import JobStatus
 
-log = logging.getLogger("compressor.api")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 NOT_MODIFIED = {304: {"description": "not modified since the `ETag` sent in `If-None-Match`"}}
@@ -43,7 +42,7 @@ def create_job(
     spec_json = spec.model_dump(mode="json")
     request_hash = hashlib.sha256(json.dumps(spec_json, sort_keys=True).encode()).hexdigest()
     if idempotency_key is not None:
-        replay = _replay(db, owner, idempotency_key, request_hash, response)
+        replay = replayed_job(db, owner, idempotency_key, request_hash, response)
         if replay is not None:
             return replay
     recipe_name = (spec.recipe.name or "").replace("\x00", "")[:128] or None
@@ -54,35 +53,11 @@ def create_job(
             if idempotency_key is not None:
                 idempotency.record(s, owner, idempotency_key, request_hash, job.id)
     except IntegrityError:  # a concurrent request with the same key won the race
-        replay = _replay(db, owner, idempotency_key or "", request_hash, response)
+        replay = replayed_job(db, owner, idempotency_key or "", request_hash, response)
         if replay is None:
             raise
         return replay
-    try:
-        executor.submit(job.id)
-    except Exception as e:  # noqa: BLE001 - the queue is down: say so, leave no job behind
-        log.exception("could not hand job %s to the %s executor", job.id, executor.name)
-        with db.transaction() as s:
-            jobs_db.transition(s, job.id, JobStatus.queued, JobStatus.failed, finished_at=jobs_db.now(),
-                               error={"type": "QueueUnavailable", "message": str(e), "stage": None})
-        raise HTTPException(503, f"the job queue is unavailable ({type(e).__name__}); try again later") from None
-    return JobPublic.of(job)
-
-
-def _replay(db: DatabaseDep, owner: str, key: str, request_hash: str, response: Response) -> JobPublic | None:
-    with db.transaction() as s:
-        record = idempotency.find(s, owner, key)
-        if record is None:
-            return None
-        if record.request_hash != request_hash:
-            raise HTTPException(422, [{
-                "loc": ["header", "Idempotency-Key"], "type": "idempotency_key_reused",
-                "msg": f"Idempotency-Key {key!r} was already used with a different request body (job {record.job_id})",
-            }])
-        job = jobs_db.get_job(s, record.job_id)
-    response.status_code = 200
-    response.headers["Idempotent-Replayed"] = "true"
-    return JobPublic.of(job)
+    return hand_to_executor(db, executor, job)
 
 
 @router.get("", response_model=JobList, operation_id="jobs-list", responses=ERRORS)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Path, Response
 from sqlalchemy.exc import IntegrityError
 
 from api.deps import DatabaseDep, ExecutorDep, OwnerDep, SettingsDep
+from api.submission import hand_to_executor, replayed_job
 from api.schemas import (
     ERRORS, ErrorBody, JobPublic, ModelDetail, ModelImportRequest, ModelInfo, ModelList, RecipeFit,
 )
@@ -28,9 +28,8 @@ from compressor.models.store import ModelStore, UnknownModelError
 from service.db import idempotency
 from service.db import jobs as jobs_db
 from service.db import model_imports
-from service.records import MODEL_NAME_PATTERN, JobKind, JobStatus, ModelImportSpec
+from service.records import MODEL_NAME_PATTERN, JobKind, ModelImportSpec
 
-log = logging.getLogger("compressor.api")
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 ModelName = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, description="a store name, e.g. smollm2-135m")]
@@ -64,7 +63,7 @@ def import_model(
                            allowed_sources=settings.model_sources, max_bytes=settings.max_model_bytes)
     spec_json = spec.model_dump(mode="json")
     request_hash = hashlib.sha256(json.dumps({"import": spec_json}, sort_keys=True).encode()).hexdigest()
-    if idempotency_key is not None and (replay := _replay(db, owner, idempotency_key, request_hash, response)):
+    if idempotency_key is not None and (replay := replayed_job(db, owner, idempotency_key, request_hash, response)):
         return replay
     store = ModelStore(settings.home)
     if name in store.names():
@@ -81,34 +80,10 @@ def import_model(
             if idempotency_key is not None:
                 idempotency.record(s, owner, idempotency_key, request_hash, job.id)
     except IntegrityError:  # a concurrent request won the race for the name or the key
-        if idempotency_key is not None and (replay := _replay(db, owner, idempotency_key, request_hash, response)):
+        if idempotency_key is not None and (replay := replayed_job(db, owner, idempotency_key, request_hash, response)):
             return replay
         raise HTTPException(409, f"model {name!r} is being imported by another request") from None
-    try:
-        executor.submit(job.id)
-    except Exception as e:  # noqa: BLE001 - the queue is down: say so, leave no job behind
-        log.exception("could not hand import job %s to the %s executor", job.id, executor.name)
-        with db.transaction() as s:
-            jobs_db.transition(s, job.id, JobStatus.queued, JobStatus.failed, finished_at=jobs_db.now(),
-                               error={"type": "QueueUnavailable", "message": str(e), "stage": None})
-            model_imports.release(s, name)
-        raise HTTPException(503, f"the job queue is unavailable ({type(e).__name__}); try again later") from None
-    return JobPublic.of(job)
-
-
-def _replay(db: DatabaseDep, owner: str, key: str, request_hash: str, response: Response) -> JobPublic | None:
-    with db.transaction() as s:
-        record = idempotency.find(s, owner, key)
-        if record is None:
-            return None
-        if record.request_hash != request_hash:
-            raise HTTPException(422, [{
-                "loc": ["header", "Idempotency-Key"], "type": "idempotency_key_reused",
-                "msg": f"Idempotency-Key {key!r} was already used with a different request body (job {record.job_id})"}])
-        job = jobs_db.get_job(s, record.job_id)
-    response.status_code = 200
-    response.headers["Idempotent-Replayed"] = "true"
-    return JobPublic.of(job)
+    return hand_to_executor(db, executor, job, "import job", on_failure=lambda s: model_imports.release(s, name))
 
 
 def _importer(row: Any, owner: str) -> str:
