@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.storage.s3 import S3ArtifactStore, _errors
+from compressor.s3 import boto_errors
+from service.storage.local import ArtifactStoreError
+from service.storage.s3 import S3ArtifactStore
 
 RESUME_PREFIX = "resume"
 
@@ -24,7 +26,7 @@ class S3CheckpointMirror:
 
     def __call__(self, folder: Path, written: list[str], removed: list[str]) -> None:
         client, bucket = self.store.client, self.store.bucket
-        with _errors(f"mirroring the checkpoints of {self.job_id} to s3://{bucket}/{self.base}"):
+        with boto_errors(f"mirroring the checkpoints of {self.job_id} to s3://{bucket}/{self.base}", ArtifactStoreError):
             for name in written:
                 client.upload_file(str(folder / name), bucket, self.base + name)
             if removed:
@@ -36,7 +38,7 @@ class S3CheckpointMirror:
 
     def restore(self, folder: Path) -> int:
         """Download the mirrored checkpoints into `folder`; returns how many files."""
-        with _errors(f"restoring the checkpoints of {self.job_id} from s3://{self.store.bucket}/{self.base}"):
+        with boto_errors(f"restoring the checkpoints of {self.job_id} from s3://{self.store.bucket}/{self.base}", ArtifactStoreError):
             keys = self._keys()
             for key in keys:
                 target = folder / key[len(self.base):]
@@ -45,7 +47,7 @@ class S3CheckpointMirror:
         return len(keys)
 
     def delete(self) -> None:
-        with _errors(f"deleting the checkpoints of {self.job_id} in s3://{self.store.bucket}"):
+        with boto_errors(f"deleting the checkpoints of {self.job_id} in s3://{self.store.bucket}", ArtifactStoreError):
             keys = self._keys()
             for start in range(0, len(keys), 1000):
                 self.store.client.delete_objects(Bucket=self.store.bucket,

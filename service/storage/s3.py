@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from service.storage.local import ArtifactStoreError, StoredFile, list_staging
-from service.storage.url import S3Location, parse_s3_url
+from compressor.s3 import S3Location, boto_errors, parse_s3_url, s3_client
 
 POINTER = "published.json"
 
@@ -33,7 +33,7 @@ class S3ArtifactStore:
     def __init__(self, location: S3Location, client: Any = None):
         self.location = location
         self.bucket = location.bucket
-        self.client = client or _make_client(location)
+        self.client = client or s3_client(location, max_attempts=5, max_pool_connections=32)
 
     @classmethod
     def from_url(cls, url: str) -> S3ArtifactStore:
@@ -50,7 +50,7 @@ class S3ArtifactStore:
         upload = f"u-{uuid.uuid4().hex[:12]}"
         # a part size fixed here keeps S3's per-part SHA-256 checks on large files
         transfer = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=4)
-        with _errors(f"uploading the artifacts of {job_id} to s3://{self.bucket}"):
+        with boto_errors(f"uploading the artifacts of {job_id} to s3://{self.bucket}", ArtifactStoreError):
             for path, entry in files:
                 self.client.upload_file(
                     str(path), self.bucket, self._key(job_id, upload, entry["name"]), Config=transfer,
@@ -64,7 +64,7 @@ class S3ArtifactStore:
         return listing
 
     def _pointer(self, job_id: str) -> dict[str, Any] | None:
-        with _errors(f"reading s3://{self.bucket}/{self._key(job_id, POINTER)}"):
+        with boto_errors(f"reading s3://{self.bucket}/{self._key(job_id, POINTER)}", ArtifactStoreError):
             try:
                 body = self.client.get_object(Bucket=self.bucket, Key=self._key(job_id, POINTER))["Body"].read()
             except self.client.exceptions.NoSuchKey:
@@ -81,7 +81,7 @@ class S3ArtifactStore:
 
         def read(start: int, end: int) -> Iterator[bytes]:
             # the GET happens now, so a store error is raised here and not in mid-response
-            with _errors(f"reading s3://{self.bucket}/{key}"):
+            with boto_errors(f"reading s3://{self.bucket}/{key}", ArtifactStoreError):
                 body = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end}")["Body"]
             return _chunks(body)
 
@@ -91,7 +91,7 @@ class S3ArtifactStore:
         """Delete the job's objects but the pointer and the upload `keep` (an earlier attempt's files)."""
         base = self._key(job_id) + "/"
         kept = (base + POINTER, base + f"{keep}/")
-        with _errors(f"deleting old artifacts of {job_id} in s3://{self.bucket}"):
+        with boto_errors(f"deleting old artifacts of {job_id} in s3://{self.bucket}", ArtifactStoreError):
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base)
             for page in pages:
                 doomed = [{"Key": o["Key"]} for o in page.get("Contents", []) if not o["Key"].startswith(kept)]
@@ -104,31 +104,3 @@ def _chunks(body: Any, size: int = 1 << 20) -> Iterator[bytes]:
         yield from body.iter_chunks(size)
     finally:
         body.close()
-
-
-def _make_client(location: S3Location) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    s3_options = {"addressing_style": location.addressing_style or ("path" if location.endpoint_url else "auto")}
-    config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60,
-                    s3=s3_options, max_pool_connections=32)
-    return boto3.client("s3", endpoint_url=location.endpoint_url, region_name=location.region, config=config)
-
-
-class _errors:
-    """Turn boto errors into ArtifactStoreError (an OSError) with what we were doing."""
-
-    def __init__(self, doing: str):
-        self.doing = doing
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type | None, exc: BaseException | None, _tb: object) -> bool:
-        from boto3.exceptions import Boto3Error
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        if isinstance(exc, (Boto3Error, BotoCoreError, ClientError)):
-            raise ArtifactStoreError(f"{self.doing}: {exc}") from exc
-        return False

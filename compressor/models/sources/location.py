@@ -11,14 +11,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 from compressor.models.sources.errors import SourceError, UnknownSchemeError
+from compressor.s3 import S3Location, parse_s3_url
 
 SCHEMES = ("a local path", "file://", "hf://", "s3://")
 HUB_REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$"
 REVISION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$"
-S3_OPTIONS = ("endpoint_url", "region", "addressing_style")
 
 
 @dataclass(frozen=True)
@@ -46,21 +45,7 @@ class HubSource:
         return f"hf://{self.repo_id}" + (f"@{self.revision}" if self.revision else "")
 
 
-@dataclass(frozen=True)
-class S3Source:
-    bucket: str
-    prefix: str
-    endpoint_url: str | None = None
-    region: str | None = None
-    addressing_style: str | None = None
-
-    @property
-    def has_options(self) -> bool:
-        return any((self.endpoint_url, self.region, self.addressing_style))
-
-    def __str__(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
-
+S3Source = S3Location  # an s3:// model source is an S3 location
 
 ModelSource = LocalSource | HubSource | S3Source
 
@@ -98,21 +83,10 @@ def _hub(rest: str, revision: str | None) -> HubSource:
 
 
 def _s3(url: str) -> S3Source:
-    parts = urlsplit(url)
-    if not parts.netloc or parts.username or parts.password:
-        raise SourceError("s3:// wants s3://bucket/prefix and no credentials (they come from boto3's usual chain)")
-    query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(query) - set(S3_OPTIONS))
-    if unknown:
-        raise SourceError(f"unknown S3 URL option(s) {unknown}; allowed: {list(S3_OPTIONS)}")
-    options = {k: v[-1] for k, v in query.items()}
-    endpoint = options.get("endpoint_url")
-    if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
-        raise SourceError(f"endpoint_url must be an http(s) URL, got {endpoint!r}")
-    prefix = parts.path.strip("/")
-    if ".." in prefix.split("/"):
-        raise SourceError(f"an S3 prefix may not contain '..': {url!r}")
-    return S3Source(parts.netloc, prefix, endpoint, options.get("region"), options.get("addressing_style"))
+    try:
+        return parse_s3_url(url)
+    except ValueError as e:
+        raise SourceError(str(e)) from None
 
 
 def default_name(source: ModelSource) -> str:

@@ -20,7 +20,7 @@ from api.main import create_app
 from service.settings import Settings
 from service.storage import ArtifactStoreError, open_store
 from service.storage.s3 import S3ArtifactStore
-from service.storage.url import parse_s3_url
+from compressor.s3 import parse_s3_url
 
 from tests.service_setup import create_api_key, fake_store_entry, service_settings, wait_for
 
