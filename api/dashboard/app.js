@@ -349,6 +349,11 @@ async function modelPage(name) {
     <td class="status ${v.ok ? "succeeded" : "failed"}">${v.ok ? "applies" : "refused"}</td><td>${esc(v.reason || "")}</td></tr>`).join("") : "";
   const formats = Object.entries(m.formats || {}).map(([k, v]) => `<tr><td>${esc(k)}</td>
     <td class="status ${v.ok ? "succeeded" : "failed"}">${v.ok ? "applies" : "refused"}</td><td>${esc(v.reason || "")}</td></tr>`).join("");
+  // each ready-made recipe on this model: does it apply (the submit-time check), and who serves its checkpoint
+  const engineNames = ["transformers", "vllm-ampere", "vllm-hopper", "vllm-blackwell"];
+  const recipes = Object.entries(m.recipes || {}).map(([k, v]) => `<tr data-recipe="${esc(k)}"><td>${esc(k)}</td>
+    <td class="status ${v.applies ? "succeeded" : "failed"}" title="${esc(v.reason || "")}">${v.applies ? "applies" : "refused"}</td>${
+    engineNames.map(e => { const r = (v.engines || {})[e]; return r ? `<td class="${r.serves ? "" : "muted"}" title="${esc(r.reason || r.path || "")}">${r.serves ? "yes" : "no"}</td>` : "<td>–</td>"; }).join("")}</tr>`).join("");
   view().innerHTML = `
     <h2>Model <span id="model-name">${esc(m.name)}</span></h2>
     <div class="card" id="model-summary">
@@ -363,6 +368,8 @@ async function modelPage(name) {
       <div id="model-error" class="error"></div></div>
     <div class="grid"><div class="card"><h3>Methods</h3><table id="methods-table">${methods}</table></div>
       <div class="card"><h3>Formats</h3><table id="formats-table">${formats}</table></div></div>
+    ${recipes ? `<div class="card"><h3>Ready-made recipes</h3><table id="recipes-table"><tr><th>recipe</th><th>on this model</th>${
+      engineNames.map(e => `<th>${esc(e)}</th>`).join("")}</tr>${recipes}</table></div>` : ""}
     <div class="card"><h3>Files</h3><table id="files-table"><tr><th>file</th><th>size</th><th>sha256</th></tr>${
       (m.files || []).map(f => `<tr><td>${esc(f.name)}</td><td>${fmtBytes(f.size)}</td><td class="muted"><code>${esc(f.sha256)}</code></td></tr>`).join("")}</table></div>`;
   const del = $("#delete-model");

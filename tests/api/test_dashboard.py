@@ -124,6 +124,8 @@ def test_import_a_model_and_see_its_details(browser, tmp_path: Path) -> None:  #
         files = browser.find_element(By.ID, "files-table").text
         assert "model-00001-of-" in files and "model.safetensors.index.json" in files
         assert "applies" in browser.find_element(By.CSS_SELECTOR, 'tr[data-method="gptq"]').text
+        w4a8 = browser.find_element(By.CSS_SELECTOR, 'tr[data-recipe="w4a8-fp8-gptq"]').text.split()
+        assert w4a8 == ["w4a8-fp8-gptq", "refused", "yes", "no", "yes", "no"]  # width 48 < group 128; Hopper-only W4A8
         browser.find_element(By.ID, "delete-model").click()
         wait.until(lambda d: d.current_url.endswith("#/models") and d.find_elements(By.ID, "models-table"))
         wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, 'tr[data-model="tiny-llama"]'))
