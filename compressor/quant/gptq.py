@@ -21,8 +21,10 @@ class HessianAccumulator:
     """Running 2/n Σ x xᵀ of a linear's inputs, on the inputs' device: summed in float64 on the
     CPU (symmetric positive, today's exact bits), in float32 on a GPU (fp64 GEMMs are slow there)."""
 
+    ROWS_PER_ADD = 512
+
     def __init__(self, columns: int, device: torch.device | str = "cpu"):
-        self.hessian = torch.zeros(columns, columns, dtype=accumulation_dtype(device), device=device)
+        self.hessian: torch.Tensor | None = torch.zeros(columns, columns, dtype=accumulation_dtype(device), device=device)
         self.count = 0
 
     def add(self, x: torch.Tensor) -> None:
@@ -33,20 +35,35 @@ class HessianAccumulator:
         n = x.shape[0]
         self.hessian *= self.count / (self.count + n)
         self.count += n
-        self.hessian += (x.T @ x).to(self.hessian.dtype) * (2.0 / self.count)
+        xtx, c = x.T @ x, 2.0 / self.count
+        # widened and added a block of rows at a time: the same per-element ops as one whole-matrix
+        # conversion, without its [cols, cols] float64 temporary (537 MB for an 8192-wide down_proj)
+        for r in range(0, xtx.shape[0], self.ROWS_PER_ADD):
+            self.hessian[r : r + self.ROWS_PER_ADD] += xtx[r : r + self.ROWS_PER_ADD].to(self.hessian.dtype) * c
+
+    def take(self) -> torch.Tensor:
+        """Hand the Hessian over (GPTQ then works on it in place); the accumulator is empty afterwards."""
+        hessian, self.hessian = self.hessian, None
+        return hessian
 
 
-def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, cfg: WeightQuantConfig) -> QuantizedWeight:
+def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor | HessianAccumulator, cfg: WeightQuantConfig) -> QuantizedWeight:
     """Quantize `weight` [out, in] given the Hessian of its inputs; returns codes and (row, group) parameters.
 
     Runs on the weight's device in its accumulation dtype (float64 on the CPU, float32 on a
-    GPU); the codes and parameters come back on that device.
+    GPU); the codes and parameters come back on that device. A Hessian tensor is copied (the
+    caller keeps it); an accumulator's Hessian is taken and worked on in place, so a layer's
+    widest Hessian is not held twice.
     """
     device = weight.device
     acc = accumulation_dtype(device)
     W = weight.detach().to(acc, copy=True)
     rows, cols = W.shape
-    H = hessian.to(device=device, dtype=acc, copy=True)
+    if isinstance(hessian, HessianAccumulator):
+        H = hessian.take().to(device=device, dtype=acc)
+    else:
+        H = hessian.to(device=device, dtype=acc, copy=True)
+    del hessian
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
@@ -75,7 +92,8 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, cfg: WeightQuantC
     del L
     Hinv = torch.linalg.cholesky(Hinv, upper=True)
 
-    codes = torch.zeros(rows, cols, dtype=acc, device=device)
+    dtype = torch.int16 if (cfg.bits == 8 and not cfg.symmetric) else torch.int8
+    codes = torch.zeros(rows, cols, dtype=dtype, device=device)  # integer-valued: stored exactly, 1/8 of float64
     bs = cfg.gptq_block_size
     for i1 in range(0, cols, bs):
         i2 = min(i1 + bs, cols)
@@ -100,6 +118,6 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, cfg: WeightQuantC
             Err1[:, i] = err
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
 
-    codes = codes[:, torch.argsort(perm)]
-    dtype = torch.int16 if (cfg.bits == 8 and not cfg.symmetric) else torch.int8
-    return QuantizedWeight(codes=codes.to(dtype), scale=scale.float(), zero=zero.float(), group_size=g, bits=cfg.bits, symmetric=cfg.symmetric)
+    if cfg.gptq_act_order:
+        codes = codes[:, torch.argsort(perm)]
+    return QuantizedWeight(codes=codes, scale=scale.float(), zero=zero.float(), group_size=g, bits=cfg.bits, symmetric=cfg.symmetric)

@@ -11,6 +11,7 @@ from compressor.checkpoints.records import record_from_unit, record_to_unit
 from compressor.context import CompressionContext
 from compressor.models.adapter import DecoderLayerParts
 from compressor.quant.attention import KV_QUANT, set_kv_quant, use_compressed_attention
+from compressor.execution.host_memory import release_freed_memory
 from compressor.execution.layer_inputs import capture_layer0_inputs, layer_outputs
 from compressor.quant.calibration import capture_linear_inputs
 from compressor.quant.compressed_linear import install_quantized_weight, plain_linear, wrap_linear
@@ -81,8 +82,12 @@ def quantize_weights_gptq(ctx: CompressionContext, cfg: WeightQuantConfig) -> No
             watched = {name: linears[name] for name in hessians}
             with capture_linear_inputs(watched, lambda name, x: hessians[name].add(x)):
                 layer_outputs(parts.layer, inputs)
-            weights = {name: gptq_quantize(lin.weight.data, hessians[source[name]].hessian, cfg) for name, lin in linears.items()}
-            del hessians
+            last_reader = {source[name]: name for name in linears}  # a Hessian's last reader takes it (in place)
+            weights = {}
+            for name, lin in linears.items():
+                release_freed_memory()  # the accumulation's and the previous linear's freed heap, before the next peak
+                weights[name] = gptq_quantize(lin.weight.data, hessians.pop(source[name]) if last_reader[source[name]] == name
+                                              else hessians[source[name]].hessian, cfg)
         _finish_layer(ctx, parts, saved or weights, None if saved else started)
         if inputs is not None and parts.index >= start_at and any(i > parts.index for i in remaining):
             inputs.hidden = layer_outputs(parts.layer, inputs)
