@@ -23,9 +23,15 @@ from compressor.spec import JobSpec, Recipe, ready_made_recipes
 
 
 @functools.cache
+def ready_made_recipe_specs() -> dict[str, Any]:
+    """The ready-made recipes (`Recipe` objects, read-only by convention), read once per process (they ship with the code)."""
+    return ready_made_recipes()
+
+
+@functools.cache
 def ready_made() -> dict[str, dict[str, Any]]:
-    """The ready-made recipes as JSON, read once per process (they ship with the code)."""
-    return {name: recipe.model_dump(mode="json") for name, recipe in ready_made_recipes().items()}
+    """The ready-made recipes as JSON."""
+    return {name: recipe.model_dump(mode="json") for name, recipe in ready_made_recipe_specs().items()}
 
 
 RecipeName = Annotated[str, Field(

@@ -133,13 +133,13 @@ def get_model(name: ModelName, owner: OwnerDep, db: DatabaseDep, settings: Setti
 
 def recipe_fits(config: dict[str, Any]) -> dict[str, RecipeFit]:
     """Each ready-made recipe on the model of `config`: the submit-time check's verdict and the engine table."""
+    from api.job_request import ready_made_recipe_specs
     from compressor.export.engines import recipe_engine_tables
     from compressor.models.compatibility import check_recipe_against_model
-    from compressor.spec.files import ready_made_recipes
 
     tables = recipe_engine_tables()
     fits = {}
-    for name, recipe in ready_made_recipes().items():
+    for name, recipe in ready_made_recipe_specs().items():  # parsed once per process, not per request
         problems = check_recipe_against_model(config, recipe)
         fits[name] = RecipeFit(applies=not problems, reason="; ".join(problems) or None, engines=tables.get(name, {}))
     return fits
