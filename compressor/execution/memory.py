@@ -59,7 +59,7 @@ EVAL_LOGIT_COPIES_WITH_REFERENCE = 5
 EVAL_BATCH = 2  # compressor.execution.layer_forward.BATCH_WINDOWS
 EVAL_CHUNK_VALUES = 2**24  # compressor.eval.perplexity.CHUNK_VALUES
 CALIBRATION_BATCH = 8  # chunks per layer forward in layer-wise calibration (compressor.quant.calibration)
-LAYER_WISE_STAGES = ("quantize", "affinequant")  # stages that walk the calibration chunks a decoder layer at a time
+LAYER_WISE_STAGES = ("quantize", "affinequant", "flatquant")  # stages that walk the calibration chunks a decoder layer at a time
 # How much of such a stage's working set is still resident when the evaluation peaks: the same
 # GPTQ job on the bundled model measured 1924, 2254 and 2349 MiB (none to all of it kept), so half.
 LINGERING_SHARE = 0.5
@@ -257,7 +257,7 @@ def estimate_peak(
             phase, _ = _ostquant_bytes(m, cfg, recipe, full_weights)
         elif kind == "prosparse":
             phase, _ = _prosparse_bytes(m, cfg, recipe, full_weights)
-        elif kind in ("affinequant",):
+        elif kind in ("affinequant", "flatquant"):
             phase["calibration_activations"] = 3 * _calibration_bytes(m, recipe, act)  # inputs, fp targets, quantized outputs
             phase["layer_forward"] = 3 * _layer_forward_bytes(m, cfg.batch_size, cal.seqlen, 4)
         elif kind == "hadamard":

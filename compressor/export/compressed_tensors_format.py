@@ -193,8 +193,9 @@ def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, m
     for prefix, group in layers.state_groups(outer_dtype=EXPORT_DTYPE):
         root = model.get_submodule(prefix.rstrip(".")) if prefix else model
         for name, module in root.named_modules(prefix=prefix.rstrip(".")):  # the group's online rotations, while in memory
-            if isinstance(module, FakeQuantLinear) and module.input_rotation is not None and module.input_rotation.device.type != "meta":
-                _collect_rotation(online_rotations, name, module.input_rotation)
+            matrix = module.input_matrix() if isinstance(module, FakeQuantLinear) else None
+            if matrix is not None and matrix.device.type != "meta":
+                _collect_rotation(online_rotations, name, matrix)
         state: dict[str, torch.Tensor] = {}
         for name, tensor in group.items():
             if name == head_key:

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from compressor.models.families import PARTIAL_ROPE_BLOCKED, Family, family_of, partial_rotary_factor, unsupported_reason
-from compressor.spec import AffineQuantConfig, HadamardConfig, OSTQuantConfig, QuantizeConfig, Recipe
+from compressor.spec import AffineQuantConfig, FlatQuantConfig, HadamardConfig, OSTQuantConfig, QuantizeConfig, Recipe
 from compressor.transforms.hadamard_orders import is_hadamard_size, unsupported_reason as hadamard_reason
 
 METHODS = ("rtn", "gptq", "hadamard", "ostquant", "affinequant", "prosparse")
@@ -168,6 +168,11 @@ def check_recipe_against_model(config: dict[str, Any], recipe: Recipe | dict[str
                 problems.append(f"{field}.online_qk: {family.name}: {SOFTCAP_BLOCKED}; set online_qk: off")
             if isinstance(cfg, OSTQuantConfig) and family.post_block_norms:
                 problems.append(f"{field}: {family.name}: {OSTQUANT_GEMMA_BLOCKED}")
+        if isinstance(cfg, FlatQuantConfig):  # fixed Hadamards on the KV path: value heads (R2) and Q/K after RoPE (R3)
+            qk = cfg.online_qk == "on" or (cfg.online_qk == "auto" and kv)
+            problems += _size_problems(field, d, False, kv, False, qk)
+            if qk and _softcapped(config):
+                problems.append(f"{field}.online_qk: {family.name}: {SOFTCAP_BLOCKED}; set online_qk: off")
         if isinstance(cfg, AffineQuantConfig):
             if cfg.qk_matrix and _qk_block(family, config):
                 problems.append(f"{field}.qk_matrix: {family.name}: {_qk_block(family, config)}; set qk_matrix: false")

@@ -1,7 +1,7 @@
 """`FakeQuantLinear`: a decoder linear with everything a method attached to it.
 
-Nothing in it is packed: it holds the (possibly fake-quantized, i.e. dequantized) nn.Linear, an optional online rotation of its input
-(the Hadamard on down_proj's input), optional dynamic input quantization, and the integer
+Nothing in it is packed: it holds the (possibly fake-quantized, i.e. dequantized) nn.Linear, an optional online transform of its input
+(the Hadamard on down_proj's input, or a learned Kronecker transform), optional dynamic input quantization, and the integer
 codes of its weight for export. Evaluation runs it in plain PyTorch; the packed module that
 serves an artifact is `triton_kernels.quant_linear.QuantLinear`.
 """
@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from compressor.quant.float_formats import FloatQuantizedWeight, activation_args, fake_quantize_float_activation
-from compressor.quant.quantizer import QuantizedWeight, fake_quantize_activation
+from compressor.quant.kronecker import kron_apply, kron_dense
+from compressor.quant.quantizer import QuantizedWeight, fake_quantize_activation, fake_quantize_per_token
 from compressor.spec import ActivationQuantConfig
 
 if TYPE_CHECKING:
@@ -50,6 +51,11 @@ class FakeQuantLinear(nn.Module):
         super().__init__()
         self.linear = linear
         self.register_buffer("input_rotation", None, persistent=False)  # x ← x @ R before quantization
+        # or, from layer-wise learned transforms, x ← (x ⊙ c)(L ⊗ R) applied as two small matmuls
+        self.register_buffer("input_smooth", None, persistent=False)
+        self.register_buffer("input_kron_left", None, persistent=False)
+        self.register_buffer("input_kron_right", None, persistent=False)
+        self.input_clip: torch.Tensor | float | None = None  # learned per-token clipping factor (int inputs); None: the config's
         # calibrated scales of a static float input quantizer (fp8 per tensor; the nvfp4 global scale)
         self.register_buffer("input_scale", None, persistent=False)
         self.register_buffer("input_global_scale", None, persistent=False)
@@ -84,7 +90,31 @@ class FakeQuantLinear(nn.Module):
     def set_input_rotation(self, rotation: torch.Tensor) -> None:
         self.input_rotation = rotation.to(device=self.linear.weight.device, dtype=torch.float32)  # once, not per forward
 
+    def set_input_kronecker(self, smooth: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> None:
+        """x ← (x ⊙ smooth)(left ⊗ right) before quantization (tensors kept as given: training hands live ones).
+
+        Written into `_buffers` directly: assigning a Parameter by attribute would register it as one of ours.
+        """
+        self._buffers.update(input_smooth=smooth, input_kron_left=left, input_kron_right=right)
+
+    def take_input_transform(self, other: FakeQuantLinear) -> None:
+        """Read its input through `other`'s online transform and clipping (a fused projection's parts share them)."""
+        self.input_rotation = other.input_rotation
+        self._buffers.update(input_smooth=other.input_smooth, input_kron_left=other.input_kron_left,
+                             input_kron_right=other.input_kron_right)
+        self.input_clip = other.input_clip
+
+    def input_matrix(self) -> torch.Tensor | None:
+        """The online input transform as one dense matrix M (x ← x M), for export; None when there is none."""
+        if self.input_kron_left is not None:
+            kron = kron_dense(self.input_kron_left.detach().double(), self.input_kron_right.detach().double())
+            return (self.input_smooth.detach().double().unsqueeze(1) * kron).float()
+        return self.input_rotation
+
     def rotate_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_kron_left is not None:
+            left = self.input_kron_left
+            return kron_apply(x.to(left.dtype) * self.input_smooth, left, self.input_kron_right).to(x.dtype)
         if self.input_rotation is None:
             return x
         return (x.to(self.input_rotation.dtype) @ self.input_rotation).to(x.dtype)
@@ -97,6 +127,8 @@ class FakeQuantLinear(nn.Module):
             self.input_observer(x)
         elif self.input_args is not None:
             x = fake_quantize_float_activation(x, self.input_args, self.input_scale, self.input_global_scale)
+        elif self.input_quant is not None and self.input_clip is not None:
+            x = fake_quantize_per_token(x, self.input_quant.bits, self.input_quant.symmetric, self.input_clip)
         elif self.input_quant is not None:
             x = fake_quantize_activation(x, self.input_quant)
         return self.linear(x)

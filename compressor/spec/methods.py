@@ -1,4 +1,4 @@
-"""The configs of the transform and sparsity stages: hadamard, affinequant, ostquant, prosparse.
+"""The configs of the transform and sparsity stages: hadamard, affinequant, ostquant, flatquant, prosparse.
 
 Each carries its recipe key as `stage`, the one place the name is written.
 """
@@ -100,6 +100,43 @@ class OSTQuantConfig(StrictModel):
     seed: int = Field(0, ge=0, description="seed of the random Hadamard starts")
     qsur_samples: int = Field(4, ge=0, le=256, description="calibration chunks used for the QSUR table (0 = skip)")
     activation_checkpointing: bool = Field(True, description="keep only each decoder layer's input for backward and recompute the layer (its transformed weights included) there: memory of one layer instead of the model's depth, about a third more time per step")
+
+
+INPUT_TRANSFORMS = ("attn_in", "o_in", "mlp_in", "down_in")
+
+
+class FlatQuantConfig(StrictModel):
+    """FlatQuant-style layer-wise learned transforms: a Kronecker transform and scales per linear input, with clipping.
+
+    Trained decoder layer by decoder layer on the block output error against the unquantized
+    layer, for the quantizers of the recipe's next quantize stage (which then quantizes the
+    fused weights: GPTQ or RTN). The weight side is fused (float64); the activation side,
+    (x ⊙ c)(L ⊗ R), runs online in front of its linears.
+    """
+
+    stage: ClassVar[str] = "flatquant"
+
+    transforms: list[Literal["attn_in", "o_in", "mlp_in", "down_in"]] = Field(
+        default_factory=lambda: list(INPUT_TRANSFORMS), min_length=1, max_length=4,
+        description="inputs that get a learned transform: attn_in (q/k/v), o_in (o_proj), mlp_in (gate/up), down_in (down_proj)")
+    kronecker: bool = Field(True, description="learn the two Kronecker factors (from a random Hadamard start); false = scales only")
+    scales: bool = Field(True, description="learn a per-channel scale of each transformed input (SmoothQuant start)")
+    alpha: float = Field(0.5, ge=0.0, le=1.0, description="SmoothQuant migration strength of the scales' start")
+    weight_clipping: bool = Field(True, description="learn per-row weight clipping while training (the later quantize stage picks its own)")
+    activation_clipping: bool = Field(True, description="learn a per-token clipping factor of each transformed int input (kept for evaluation)")
+    samples: int | None = Field(32, ge=1, le=100_000, description="calibration samples the layers train on (the first N; none = all); the quantize stage after uses all")
+    epochs: int = Field(8, ge=1, le=200, description="passes over the training samples per decoder layer")
+    batch_size: int = Field(4, ge=1, le=64, description="calibration samples per optimizer step")
+    transform_lr: float = Field(5e-3, gt=0.0, le=10.0, description="AdamW learning rate of the Kronecker factors and scales")
+    clip_lr: float = Field(5e-2, gt=0.0, le=10.0, description="AdamW learning rate of the clipping factors")
+    lr_schedule: Literal["cosine", "constant"] = Field("cosine", description="per layer: cosine decay to 0 over its steps, or constant")
+    loss: Literal["mse", "kl_top"] = Field("mse", description="'mse' of the block outputs, or 'kl_top' of the logits the final norm and lm_head read from them")
+    kl_top_k: int = Field(1000, ge=1, le=1_000_000, description="teacher top-k tokens kept by the kl_top loss")
+    kl_top_positions: int = Field(64, ge=1, le=8192, description="token positions per sample scored by the kl_top loss")
+    max_condition: float = Field(1e4, ge=10.0, le=1e12, description="largest condition number a transform may reach; above it the factors' singular values are clamped")
+    online_qk: Literal["auto", "on", "off"] = Field("auto", description="Hadamard on Q/K after RoPE (R3); 'auto' = when the recipe's last quantize stage quantizes the KV cache")
+    seed: int = Field(0, ge=0, description="seed of the Hadamard starts and of the loss's position draws")
+    qsur_samples: int = Field(8, ge=0, le=256, description="calibration samples whose layer inputs give the QSUR table, before and after (0 = skip)")
 
 
 class ProSparseConfig(StrictModel):

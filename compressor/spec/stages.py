@@ -12,7 +12,7 @@ from typing import Annotated, Any, Union
 from pydantic import BaseModel, Discriminator, Field, Tag, create_model
 
 from compressor.spec.base import StrictModel
-from compressor.spec.methods import AffineQuantConfig, HadamardConfig, OSTQuantConfig, ProSparseConfig
+from compressor.spec.methods import AffineQuantConfig, FlatQuantConfig, HadamardConfig, OSTQuantConfig, ProSparseConfig
 from compressor.spec.quant import QuantizeConfig
 
 STAGE_CONFIGS: tuple[type[StrictModel], ...] = (
@@ -20,6 +20,7 @@ STAGE_CONFIGS: tuple[type[StrictModel], ...] = (
     QuantizeConfig,
     AffineQuantConfig,
     OSTQuantConfig,
+    FlatQuantConfig,
     ProSparseConfig,
 )
 STAGE_NAMES: tuple[str, ...] = tuple(c.stage for c in STAGE_CONFIGS)
@@ -39,6 +40,7 @@ HadamardStage = STAGE_WRAPPERS["hadamard"]
 QuantizeStage = STAGE_WRAPPERS["quantize"]
 AffineQuantStage = STAGE_WRAPPERS["affinequant"]
 OSTQuantStage = STAGE_WRAPPERS["ostquant"]
+FlatQuantStage = STAGE_WRAPPERS["flatquant"]
 ProSparseStage = STAGE_WRAPPERS["prosparse"]
 
 

@@ -61,8 +61,7 @@ def split_projection(owner: nn.Module, fused: str, parts: dict[str, int]) -> Non
         if isinstance(module, FakeQuantLinear):
             wrapped = FakeQuantLinear(block)
             wrapped.input_quant = module.input_quant
-            if module.input_rotation is not None:
-                wrapped.set_input_rotation(module.input_rotation)
+            wrapped.take_input_transform(module)
             if module.quantized_weight is not None:
                 wrapped.quantized_weight = _slice_quantized(module.quantized_weight, rows)
             block = wrapped
@@ -97,11 +96,12 @@ def fuse_projection(owner: nn.Module, fused: str) -> None:
             raise ValueError(f"{fused}: only some of its parts were compressed")
         result = FakeQuantLinear(lin)
         result.input_quant = _same([b.input_quant for b in wrapped], "input quantizers", fused)
-        rotations = [b.input_rotation for b in wrapped]
-        if any(r is not None for r in rotations):
-            if any(r is None or not torch.equal(r, rotations[0]) for r in rotations):
-                raise ValueError(f"{fused}: its parts carry different online input rotations")
-            result.set_input_rotation(rotations[0])
+        matrices = [b.input_matrix() for b in wrapped]
+        if any(m is not None for m in matrices):
+            if any(m is None or not torch.equal(m, matrices[0]) for m in matrices):
+                raise ValueError(f"{fused}: its parts carry different online input transforms")
+        _same([b.input_clip for b in wrapped], "input clipping", fused)
+        result.take_input_transform(wrapped[0])
         qs = [b.quantized_weight for b in wrapped]
         if any(q is not None for q in qs):
             if any(q is None for q in qs):

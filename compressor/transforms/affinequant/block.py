@@ -68,7 +68,7 @@ class TransformedBlock:
         self.dtype = {name: lin.weight.dtype for name, lin in linears.items()}
         self.weights = {name: lin.weight.detach().float() for name, lin in linears.items()}
         self.biases = {name: None if lin.bias is None else lin.bias.detach().float() for name, lin in linears.items()}
-        self.paths = {name: _path_in(parts.layer, lin) for name, lin in linears.items()}
+        self.paths = {name: path_in(parts.layer, lin) for name, lin in linears.items()}
         self._norm_inverses: dict[str, torch.Tensor] = {}
 
     @contextmanager
@@ -110,7 +110,7 @@ class TransformedBlock:
         return out[0] if isinstance(out, tuple) else out
 
 
-def _path_in(root: nn.Module, target: nn.Module) -> str:
+def path_in(root: nn.Module, target: nn.Module) -> str:
     for name, module in root.named_modules():
         if module is target:
             return name

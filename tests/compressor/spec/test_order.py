@@ -36,7 +36,7 @@ def test_rotations_after_activation_only_quantize_are_allowed():
 
 def test_one_rotation_stage_per_recipe():
     msg = _message([{"hadamard": {}}, {"ostquant": {}}, GPTQ])
-    assert "stages[1].ostquant: a recipe takes at most one rotation stage (hadamard or ostquant), and stages[0].hadamard" in msg
+    assert "stages[1].ostquant: a recipe takes at most one rotation stage (hadamard, ostquant or flatquant), and stages[0].hadamard" in msg
 
 
 def test_prosparse_batch_must_fit_the_calibration_set():
