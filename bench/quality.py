@@ -60,6 +60,7 @@ def configurations() -> list[dict[str, Any]]:
     ):
         rows.append({"method": method, "weights": 4, "activations": 4, "kv": 4, "group": None, "stages": stages})
     rows.extend(format_configurations())
+    rows.extend(layerwise_configurations())
     # the rows the foundation issue must show come first, so a partial run is still useful
     first = [("fp", 16, None), ("rtn", 4, 64), ("gptq", 4, 64), ("hadamard-gptq", 4, None, 4)]
     rank = lambda r: next((i for i, f in enumerate(first) if (r["method"], r["weights"], r["group"]) == f[:3] and r["activations"] == (f[3] if len(f) > 3 else r["activations"])), len(first))  # noqa: E731
@@ -105,6 +106,30 @@ def format_configurations() -> list[dict[str, Any]]:
     return rows
 
 
+def recipe_stages(name: str) -> list[dict[str, Any]]:
+    from compressor.spec import load_recipe
+
+    return load_recipe(name).model_dump(mode="json", exclude_none=True)["stages"]
+
+
+W4A4KV4_CLIPPED = {"weights": weights(4, None, "gptq", clip=True),
+                   "activations": {"bits": 4, "symmetric": False, "clip_ratio": 0.9},
+                   "kv_cache": {"bits": 4, "symmetric": False, "clip_ratio": 0.95}}  # QuaRot's clipping
+
+
+def layerwise_configurations() -> list[dict[str, Any]]:
+    """Issue 18: the W4A4KV4 baselines at their best (QuaRot's activation / KV clipping) and the layer-wise learned transforms."""
+    rows = [
+        {"method": "hadamard-gptq-clip", "weights": 4, "activations": 4, "kv": 4, "group": None,
+         "stages": [HAD, {"quantize": W4A4KV4_CLIPPED}]},
+        {"method": "ostquant-clip", "weights": 4, "activations": 4, "kv": 4, "group": None,
+         "stages": [{"ostquant": {"steps": 120, "loss": "kl_top", "lr_schedule": "linear"}}, {"quantize": W4A4KV4_CLIPPED}]},
+    ]
+    for recipe, a, kv in (("w4a4kv4-flatquant", 4, 4), ("w4a16-flatquant", 16, 16)):
+        rows.append({"method": "flatquant-gptq", "weights": 4, "activations": a, "kv": kv, "group": None, "stages": recipe_stages(recipe)})
+    return rows
+
+
 def reload_check(checkpoint: Path, max_tokens: int) -> dict[str, Any]:
     """Wiki perplexity of the checkpoint as compressed-tensors itself loads it (decompress, transforms, fake quantization)."""
     from compressor.data.corpus import load_text
@@ -139,7 +164,7 @@ def merge_rows(new_rows: list[dict[str, Any]], path: Path = RESULTS) -> None:
 def uses_calibration(stages: list[dict[str, Any]]) -> bool:
     """GPTQ, learned transforms, and static scales (fp8 per tensor, nvfp4 input global scales, fp8 KV) read calibration text."""
     for stage in stages:
-        if "ostquant" in stage or "affinequant" in stage:
+        if "ostquant" in stage or "affinequant" in stage or "flatquant" in stage:
             return True
         q = stage.get("quantize")
         if q is None:
@@ -176,8 +201,12 @@ def measure(cfg: dict[str, Any], max_tokens: int, samples: int) -> dict[str, Any
         **{k: cfg[k] for k in ("method", "weights", "activations", "kv", "group")},
         "wiki_ppl": round(ppl["wiki"], 4), "news_ppl": round(ppl["news"], 4),
         "seconds": round(report["seconds"], 1), "peak_rss_mb": round(report["peak_rss_mb"]),
+        "seconds_by_stage": {st["name"]: round(st["seconds"], 1) for st in report["stages"]},
+        **{f"{st['name'].split(':')[-1]}_details": {k: v for k, v in (st.get("details") or {}).items() if isinstance(v, (int, float, str, bool))}
+           for st in report["stages"] if st["name"].endswith("flatquant")},
         "calibration_samples": samples if uses_calibration(cfg["stages"]) else 0,
         "eval_tokens": max_tokens,
+        "machine": report.get("machine"),  # CPU model, ISA flags, threads: float results differ between machines
         "recipe": recipe,
     }
 

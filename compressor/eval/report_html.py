@@ -231,6 +231,27 @@ def _stages(report: dict) -> str:
     return "<h2>Stages</h2>" + _table(["stage", "seconds", "peak RSS (MB)", "details"], rows, numeric={1, 2})
 
 
+def _layer_training(report: dict) -> str:
+    """Block-wise stages (flatquant, affinequant): each layer's final loss and its transforms' condition numbers."""
+    out = ""
+    for s in report.get("stages") or []:
+        layers = [r for r in (s.get("details") or {}).get("layers") or [] if isinstance(r, dict) and r.get("epoch_loss")]
+        if not layers:
+            continue
+        name = str(s.get("name", "?"))
+        loss = {"final block loss": [(r["layer"], r["epoch_loss"][-1]) for r in layers],
+                "first epoch": [(r["layer"], r["epoch_loss"][0]) for r in layers]}
+        condition: dict[str, list[tuple[float, float]]] = {}
+        for r in layers:
+            for key, value in (r.get("condition") or {}).items():
+                condition.setdefault(str(key), []).append((r["layer"], value))
+        out += (f"<h2>Layer-wise training: {_esc(name)}</h2>"
+                + _line_plot(loss, "block loss", True, f"{name}: block loss per layer, first and last epoch")
+                + (_line_plot(condition, "condition number", True, f"{name}: condition number of each transform per layer")
+                   if condition else ""))
+    return out
+
+
 def _kind_key(kind: str) -> tuple[int, str]:
     return (KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER), kind)
 
@@ -312,7 +333,8 @@ def _recipe(report: dict) -> str:
     return f"<h2>Recipe</h2><pre>{_esc(text)}</pre>"
 
 
-SECTIONS = [_header, _machine_and_resume, _perplexity, _size, _speed, _engines, _stages, _layers, _qsur, _sparsity, _recipe]
+SECTIONS = [_header, _machine_and_resume, _perplexity, _size, _speed, _engines, _stages, _layer_training, _layers, _qsur, _sparsity,
+            _recipe]
 
 
 def write_report_html(report: Report | dict[str, Any], path: Path) -> None:

@@ -38,6 +38,8 @@ def full_report() -> Report:
         stages=[
             StageReport(name="0:hadamard", seconds=1.5, peak_rss_mb=900.0, details={"seed": 0}),
             StageReport(name="1:quantize", seconds=42.0, peak_rss_mb=1500.0, details={"method": "gptq"}),
+            StageReport(name="2:flatquant", seconds=80.0, peak_rss_mb=1600.0, details={"layers": [
+                {"layer": i, "epoch_loss": [0.5 + i, 0.25 + i], "condition": {"attn_in": 3.0 + i, "down_in": 9.0 + i}} for i in range(3)]}),
         ],
         layers=[
             LayerError(name=f"model.layers.{i}.mlp.{k}", layer=i, kind=k, rel_error=0.01 * (1 + i) * (1 + j))
@@ -87,15 +89,15 @@ def _render(report: Report | dict, tmp_path: Path) -> tuple[str, _Collector]:
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, _Collector]:
-    """The full report rendered once: each render draws four charts (~1 s on a small CPU)."""
+    """The full report rendered once: each render draws six charts (~1 s on a small CPU)."""
     return _render(full_report(), tmp_path_factory.mktemp("full"))
 
 
 def test_full_report_renders_every_section(rendered: tuple[str, _Collector]) -> None:
     page, parsed = rendered
     text = " ".join(parsed.text)
-    for heading in ["Machine", "Checkpoints and resume", "Perplexity", "Size", "Serving engines", "Stages", "Per-layer relative error", "QSUR",
-                    "Sparsity", "Recipe"]:
+    for heading in ["Machine", "Checkpoints and resume", "Perplexity", "Size", "Serving engines", "Stages",
+                    "Layer-wise training: 2:flatquant", "Per-layer relative error", "QSUR", "Sparsity", "Recipe"]:
         assert f"<h2>{heading}</h2>" in page
     for number in ["17.31", "18.94", "21.75", "24.06", "0.0731", "0.0913"]:
         assert number in text
@@ -125,7 +127,7 @@ def test_report_and_its_json_render_the_same(tmp_path: Path) -> None:
 def test_charts_are_embedded_pngs(rendered: tuple[str, _Collector]) -> None:
     _, parsed = rendered
     pngs = [s for s in parsed.srcs if s.startswith("data:image/png;base64,")]
-    assert len(pngs) == 4  # perplexity, per-layer error, QSUR, sparsity
+    assert len(pngs) == 6  # perplexity, flatquant loss and condition numbers, per-layer error, QSUR, sparsity
     for src in pngs:
         assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
 
