@@ -188,3 +188,20 @@ def test_sequential_affinequant_job_matches_resident(tiny4_store, tmp_path, extr
     b = run(job("sequential"), tmp_path / "b", home=tiny4_store).report
     assert sha256_file(tmp_path / "a" / "checkpoint" / "model.safetensors") == sha256_file(tmp_path / "b" / "checkpoint" / "model.safetensors")
     assert a["perplexity"] == b["perplexity"] and a["kl"] == b["kl"]
+
+
+def test_sequential_flatquant_w4a4kv4_job_matches_resident(tiny4_store, tmp_path):
+    """Layer-wise learned transforms a layer at a time: the online Kronecker side travels with each finished layer,
+    GPTQ reads it from the walk, export writes it; the same bytes and scores as resident."""
+    stages = [{"flatquant": {"epochs": 2, "batch_size": 2, "qsur_samples": 1}}, {"quantize": {
+        "weights": {"bits": 4, "symmetric": True, "strategy": "channel", "method": "gptq"},
+        "activations": {"bits": 4, "symmetric": False}, "kv_cache": {"bits": 4, "symmetric": False}}}]
+    job = lambda mode: JobSpec.model_validate({"model": "tiny4", "recipe": {  # noqa: E731
+        "stages": stages, "calibration": {"samples": 4, "seqlen": 64},
+        "eval": {"datasets": ["wiki"], "max_tokens": 256, "window": 128}, "execution": {"layers": mode}}})
+    a = run(job("resident"), tmp_path / "a", home=tiny4_store).report
+    b = run(job("sequential"), tmp_path / "b", home=tiny4_store).report
+    for name in ("model.safetensors", "config.json"):
+        assert sha256_file(tmp_path / "a" / "checkpoint" / name) == sha256_file(tmp_path / "b" / "checkpoint" / name)
+    assert a["perplexity"] == b["perplexity"] and a["kl"] == b["kl"]
+    assert a["qsur"] == b["qsur"] and {row["kind"] for row in b["qsur"]} == {"attn_in", "o_in", "mlp_in", "down_in"}
