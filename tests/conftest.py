@@ -199,3 +199,17 @@ def tiny4_store(model_store: Path, tmp_path: Path) -> Path:
     ModelStore(home).add_model("tiny4", tiny_llama(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
                                                    num_attention_heads=4, head_dim=16, num_hidden_layers=4), tok, source="test")
     return home
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP spinning makes them 10-30x slower.
+
+    A module of tiny-model tests asks for it with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

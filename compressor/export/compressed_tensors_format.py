@@ -39,6 +39,7 @@ from compressor.execution.residency import ResidentLayers
 from compressor.export.engines import engine_support, engine_table, engines_summary
 from compressor.export.shard_writer import ShardWriter
 from compressor.models.adapter import adapter_for
+from compressor.export.online_rotations import write_online_kronecker
 from compressor.export.transform_config import online_transform_config
 from compressor.quant.attention import KV_SCALES, QK_ROTATION, kv_cache_quant
 from compressor.quant.compressed_linear import FakeQuantLinear
@@ -157,6 +158,7 @@ def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, m
     writer = ShardWriter(out_dir)
     schemes: dict[str, dict[str, Any]] = {}
     online_rotations: dict[str, torch.Tensor] = {}
+    online_kronecker: dict[str, tuple[torch.Tensor, ...]] = {}
 
     quantized = {n: m for n, m in model.named_modules() if isinstance(m, FakeQuantLinear) and m.quantized_weight is not None}
     int_modules = [m for m in quantized.values() if isinstance(m.quantized_weight, QuantizedWeight)]
@@ -193,9 +195,13 @@ def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, m
     for prefix, group in layers.state_groups(outer_dtype=EXPORT_DTYPE):
         root = model.get_submodule(prefix.rstrip(".")) if prefix else model
         for name, module in root.named_modules(prefix=prefix.rstrip(".")):  # the group's online rotations, while in memory
-            matrix = module.input_matrix() if isinstance(module, FakeQuantLinear) else None
-            if matrix is not None and matrix.device.type != "meta":
-                _collect_rotation(online_rotations, name, matrix)
+            if not isinstance(module, FakeQuantLinear):
+                continue
+            left = module.input_kron_left
+            if left is not None and left.device.type != "meta":  # written as factors, in the project's own file
+                online_kronecker[name] = (module.input_smooth, left, module.input_kron_right)
+            elif module.input_rotation is not None and module.input_rotation.device.type != "meta":
+                _collect_rotation(online_rotations, name, module.input_rotation)
         state: dict[str, torch.Tensor] = {}
         for name, tensor in group.items():
             if name == head_key:
@@ -260,6 +266,9 @@ def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, m
         requirements.append(RuntimeRequirement.ACTIVATIONS_BELOW_8_BITS.value)
     if online_rotations:
         requirements.append(RuntimeRequirement.ONLINE_INPUT_ROTATION.value)
+    kronecker_entries = write_online_kronecker(out_dir, online_kronecker)
+    if kronecker_entries:
+        requirements.append(RuntimeRequirement.ONLINE_INPUT_KRONECKER.value)
     runtime = runtime_transform_reasons(model)  # e.g. AffineQuant's dense norm matrices
     if runtime:
         not_servable.extend(runtime)
@@ -278,6 +287,7 @@ def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, m
         "engine_support": engine_table(support),
         "not_servable_reasons": not_servable,
         "runtime_requirements": requirements,
+        **({"online_transforms": kronecker_entries} if kronecker_entries else {}),
     }
     write_manifest(out_dir, info)
     return sorted(p for p in out_dir.iterdir() if p.is_file())

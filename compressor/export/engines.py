@@ -160,6 +160,8 @@ def engine_support(
         "qk_rotation_after_rope": "Q/K rotation after RoPE (R3) is not in the stock graph and vLLM does not implement it",
         "runtime_output_matrix": "a dense run-time matrix after a norm is not in the stock graph",
         "fatrelu_activation": "the FATReLU gate threshold is not in the stock graph",
+        "online_input_kronecker": "learned Kronecker input transforms (online_rotations.safetensors) are not in the stock graph; "
+                                  "compressor.load runs them",
     }
     for code in runtime_requirements:
         if code in requirement_reasons:

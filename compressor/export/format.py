@@ -34,6 +34,7 @@ class RuntimeRequirement(str, Enum):
     """Codes in the manifest's `runtime_requirements`: the machine-readable twins of `not_servable_reasons`."""
 
     ONLINE_INPUT_ROTATION = "online_input_rotation"
+    ONLINE_INPUT_KRONECKER = "online_input_kronecker"
     QK_ROTATION_AFTER_ROPE = "qk_rotation_after_rope"
     ACTIVATIONS_BELOW_8_BITS = "activations_below_8_bits"
     RUNTIME_OUTPUT_MATRIX = "runtime_output_matrix"

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compressor.export.format import CONFIG_FILE, UnsupportedArtifactError
+from compressor.export.format import CONFIG_FILE, MANIFEST, RuntimeRequirement, UnsupportedArtifactError
 from compressor.models.shards import open_shards
 
 
@@ -70,6 +70,11 @@ def load_with_compressed_tensors(folder: str | Path, dtype: torch.dtype = torch.
     from transformers import AutoConfig, AutoModelForCausalLM
 
     folder = Path(folder)
+    manifest_path = folder / MANIFEST
+    requirements = json.loads(manifest_path.read_text()).get("runtime_requirements", []) if manifest_path.is_file() else []
+    if RuntimeRequirement.ONLINE_INPUT_KRONECKER.value in requirements:
+        raise UnsupportedArtifactError("the checkpoint's learned Kronecker input transforms live in the project's own file "
+                                       "(online_rotations.safetensors), which compressed-tensors does not read; load it with compressor.load")
     qdict = json.loads((folder / CONFIG_FILE).read_text()).get("quantization_config")
     config = AutoConfig.from_pretrained(folder)
     if hasattr(config, "quantization_config"):

@@ -37,11 +37,11 @@ from compressor.export.format import (
     read_manifest,
     verify_files,
 )
-from compressor.export.online_rotations import read_online_rotations
+from compressor.export.online_rotations import read_online_kronecker, read_online_rotations
 from compressor.export.transform_config import read_online_transforms, transform_weight_keys
 from compressor.inference.build import build_float_linear, build_quantized_linear, linear_schemes, quantized_state
 from compressor.inference.fused_projections import fuse_projections
-from compressor.inference.modules import InputRotation
+from compressor.inference.modules import InputKronecker, InputRotation
 from compressor.inference.quantized_embedding import HeadTiedEmbedding, head_matches_table
 from compressor.quant.attention import KV_SCALES, set_kv_quant, use_compressed_attention
 from compressor.sparsity.activation import apply_activation_from_config
@@ -52,7 +52,7 @@ from triton_kernels.quant_linear import Backend, QuantLinear
 # Projections that read the same input, fused into one int4 matmul when compatible.
 FUSABLE_GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 SUPPORTED_REQUIREMENTS = {
-    RuntimeRequirement.ONLINE_INPUT_ROTATION, RuntimeRequirement.ACTIVATIONS_BELOW_8_BITS,
+    RuntimeRequirement.ONLINE_INPUT_ROTATION, RuntimeRequirement.ONLINE_INPUT_KRONECKER, RuntimeRequirement.ACTIVATIONS_BELOW_8_BITS,
     RuntimeRequirement.RUNTIME_OUTPUT_MATRIX, RuntimeRequirement.FATRELU_ACTIVATION,
 }
 
@@ -153,6 +153,7 @@ def load(
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     info = ArtifactInfo(path=folder, manifest=manifest, format=qcfg.get("format") if qcfg else None)
     rotations = read_online_rotations(folder, manifest.get("online_transforms", []))  # artifacts written before transform_config
+    kronecker = read_online_kronecker(folder, manifest.get("online_transforms", []))  # learned Kronecker input transforms
     transform_cfg = (qcfg or {}).get("transform_config")
     transform_keys = transform_weight_keys(transform_cfg)
 
@@ -179,6 +180,9 @@ def load(
             if name in rotations:
                 module = InputRotation(rotations[name].to(torch.float32), module)
                 info.online_rotations.append(name)
+            elif name in kronecker:
+                module = InputKronecker(*kronecker[name], module)
+                info.online_rotations.append(name)
             parent, _, attr = name.rpartition(".")
             setattr(model.get_submodule(parent), attr, module)
     embedding_key = f"{module_name(model, model.get_input_embeddings())}.weight"
@@ -191,7 +195,7 @@ def load(
     kv_scales = {key: dense.pop(key) for key in list(dense) if key.rpartition(".")[2] in ("k_scale", "v_scale")}
     runtime_matrices = {key.rpartition(".")[0]: dense.pop(key) for key in list(dense)
                         if key.rpartition(".")[2] == RUNTIME_OUTPUT_MATRIX}
-    missing_rotations = set(rotations) - set(info.online_rotations)
+    missing_rotations = (set(rotations) | set(kronecker)) - set(info.online_rotations)
     if missing_rotations:
         raise UnsupportedArtifactError(f"online rotations for non-quantized linears are not supported: {sorted(missing_rotations)[:3]}")
 

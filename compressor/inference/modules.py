@@ -1,4 +1,4 @@
-"""Inference modules `load` puts where a stock graph has none: an online input rotation and a dense fallback."""
+"""Inference modules `load` puts where a stock graph has none: online input transforms and a dense fallback."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from compressor.quant.float_formats import fake_quantize_float_activation
+from compressor.quant.kronecker import kron_apply
 from compressor.quant.quantizer import fake_quantize_per_token
 
 
@@ -29,6 +30,28 @@ class InputRotation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.inner((x.to(self.rotation.dtype) @ self.rotation).to(x.dtype))
+
+
+class InputKronecker(nn.Module):
+    """`inner((x ⊙ smooth)(left ⊗ right))`: a learned Kronecker input transform, as two small matmuls."""
+
+    def __init__(self, smooth: torch.Tensor, left: torch.Tensor, right: torch.Tensor, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("smooth", smooth, persistent=False)
+        self.register_buffer("left", left, persistent=False)
+        self.register_buffer("right", right, persistent=False)
+
+    @property
+    def in_features(self) -> int:
+        return self.smooth.shape[0]
+
+    @property
+    def out_features(self) -> int:
+        return self.inner.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(kron_apply(x.to(self.left.dtype) * self.smooth, self.left, self.right).to(x.dtype))
 
 
 class DequantizedLinear(nn.Module):

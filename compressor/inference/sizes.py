@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from compressor.inference.fused_projections import FusedProjection
-from compressor.inference.modules import DequantizedLinear, InputRotation
+from compressor.inference.modules import DequantizedLinear, InputKronecker, InputRotation
 from triton_kernels.quant_linear import QuantLinear
 
 
@@ -34,7 +34,7 @@ def weight_bytes(model: nn.Module, include_runtime_layouts: bool = True) -> dict
                 kind = "lm_head"
             elif isinstance(module, (QuantLinear, FusedProjection)):
                 kind = "quantized_linears"
-            elif isinstance(module, InputRotation):
+            elif isinstance(module, (InputRotation, InputKronecker)):
                 kind = "online_rotations"
             elif isinstance(module, nn.Embedding):
                 kind = "embedding"

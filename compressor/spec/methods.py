@@ -125,7 +125,7 @@ class FlatQuantConfig(StrictModel):
     weight_clipping: bool = Field(True, description="learn per-row weight clipping while training (the later quantize stage picks its own)")
     activation_clipping: bool = Field(True, description="learn a per-token clipping factor of each transformed int input (kept for evaluation)")
     samples: int | None = Field(32, ge=1, le=100_000, description="calibration samples the layers train on (the first N; none = all); the quantize stage after uses all")
-    epochs: int = Field(8, ge=1, le=200, description="passes over the training samples per decoder layer")
+    epochs: int = Field(6, ge=1, le=200, description="passes over the training samples per decoder layer")
     batch_size: int = Field(4, ge=1, le=64, description="calibration samples per optimizer step")
     transform_lr: float = Field(5e-3, gt=0.0, le=10.0, description="AdamW learning rate of the Kronecker factors and scales")
     clip_lr: float = Field(5e-2, gt=0.0, le=10.0, description="AdamW learning rate of the clipping factors")

@@ -27,7 +27,6 @@ from contextlib import ExitStack
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from compressor.checkpoints import CheckpointStore, Unit
@@ -40,9 +39,9 @@ from compressor.execution.layer_inputs import (
     layer_outputs,
 )
 from compressor.quant.compressed_linear import plain_linear, wrap_linear
-from compressor.quant.kl_top import kl_top_loss
 from compressor.spec import AffineQuantConfig
 from compressor.transforms.affinequant.block import TransformedBlock
+from compressor.transforms.block_training import LogitLens, block_loss, guarded_step
 from compressor.transforms.affinequant.clipping import LearnableClipping
 from compressor.transforms.affinequant.initialization import (
     ActivationMaxima,
@@ -67,31 +66,6 @@ class LayerRecord:
     skipped_steps: int = 0  # non-finite losses (none expected: matrices are repaired before inversion)
 
 
-class LogitLens(nn.Module):
-    """The model's final norm and lm_head, read from any layer's output (frozen)."""
-
-    def __init__(self, model: nn.Module, adapter: DecoderAdapter):
-        super().__init__()
-        self.norm, self.head = adapter.final_norm(model), adapter.lm_head(model)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.head(self.norm(hidden))
-
-
-def block_loss(
-    out: torch.Tensor, target: torch.Tensor, aug_target: torch.Tensor | None, cfg: AffineQuantConfig,
-    lens: LogitLens | None, generator: torch.Generator,
-) -> torch.Tensor:
-    targets = [target] if aug_target is None else [target, aug_target]
-    if cfg.loss == "mse":
-        return sum(F.mse_loss(out, t) for t in targets)
-    positions = torch.randperm(out.shape[1], generator=generator)[: cfg.kl_top_positions].sort().values
-    student = lens(out[:, positions])
-    with torch.no_grad():
-        teachers = [lens(t[:, positions]) for t in targets]
-    return sum(kl_top_loss(t, student, cfg.kl_top_k) for t in teachers)
-
-
 def train_block(
     block: TransformedBlock, inputs: LayerInputs, target: torch.Tensor, aug_target: torch.Tensor | None,
     cfg: AffineQuantConfig, record: LayerRecord, lens: LogitLens | None, progress: Progress, generator: torch.Generator,
@@ -113,13 +87,11 @@ def train_block(
                     lost |= check.lost_dominance
                 out = block.forward(inputs.hidden[rows], kwargs, epoch)
                 loss = block_loss(out, target[rows], None if aug_target is None else aug_target[rows], cfg, lens, generator)
-                if torch.isfinite(loss):
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    losses.append(loss.item())
-                else:
+                value = guarded_step(optimizer, loss)
+                if value is None:
                     record.skipped_steps += 1
+                else:
+                    losses.append(value)
                 if schedule is not None:  # every batch, skipped or not, so the decay ends at the last step
                     schedule.step()
             record.epoch_loss.append(sum(losses) / len(losses) if losses else math.nan)

@@ -60,14 +60,13 @@ class FlatQuantBlock:
 
     def _install(self, live: bool) -> None:
         """Hand every reader its transform's online side (live tensors for training, detached copies after)."""
+        sides = {key: (t.smooth(), t.left, t.right) for key, t in self.transforms.items()}
+        if not live:  # one detached copy per transform, shared by the linears that read it
+            sides = {key: tuple(v.detach().clone() for v in side) for key, side in sides.items()}
         for name, wrapped in self.wrapped.items():
             key = TRANSFORM_OF[name]
-            t = self.transforms.get(key)
-            if t is not None:
-                smooth, left, right = t.smooth(), t.left, t.right
-                if not live:
-                    smooth, left, right = smooth.detach().clone(), left.detach().clone(), right.detach().clone()
-                wrapped.set_input_kronecker(smooth, left, right)
+            if key in sides:
+                wrapped.set_input_kronecker(*sides[key])
             clip = (self.activation_clips or {}).get(key)
             if clip is not None:
                 wrapped.input_clip = clip.factor() if live else float(clip.factor().detach())

@@ -33,7 +33,7 @@ from compressor.quant.compressed_linear import plain_linear, wrap_linear
 from compressor.spec import FlatQuantConfig, QuantizeConfig
 from compressor.transforms.affinequant.clipping import LearnableClipping
 from compressor.transforms.affinequant.matrices import smoothquant_scale
-from compressor.transforms.affinequant.reconstruction import LogitLens, block_loss
+from compressor.transforms.block_training import LogitLens, block_loss, guarded_step
 from compressor.transforms.flatquant.block import FlatQuantBlock, readers_of
 from compressor.transforms.flatquant.transforms import ActivationClip, InputTransform
 from compressor.transforms.fusion import rotate_value_heads
@@ -153,14 +153,11 @@ def train_block(block: FlatQuantBlock, inputs: LayerInputs, target: torch.Tensor
             for rows, kwargs in inputs.batches(block.parts.layer):
                 record.factors_repaired += sum(t.guard(cfg.max_condition) for t in block.transforms.values())
                 out = block.forward(inputs.hidden[rows], kwargs)
-                loss = block_loss(out, target[rows], None, cfg, lens, generator)
-                if torch.isfinite(loss):
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    losses.append(loss.item())
-                else:
+                value = guarded_step(optimizer, block_loss(out, target[rows], None, cfg, lens, generator))
+                if value is None:
                     record.skipped_steps += 1
+                else:
+                    losses.append(value)
                 if schedule is not None:
                     schedule.step()
             record.epoch_loss.append(sum(losses) / len(losses) if losses else math.nan)

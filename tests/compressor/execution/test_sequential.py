@@ -48,15 +48,20 @@ def test_sequential_and_resident_jobs_write_identical_checkpoints(tiny4_store, t
     assert not (tmp_path / "sequential" / ".layers").exists()  # the finished layers' states are gone with the job
 
 
+W4A4KV4_GPTQ = {"quantize": {"weights": {"bits": 4, "symmetric": True, "strategy": "channel", "method": "gptq"},
+                             "activations": {"bits": 4, "symmetric": False}, "kv_cache": {"bits": 4, "symmetric": False}}}
+
+
+def _stages_job(stages: list[dict], layers: str, max_tokens: int = 512) -> JobSpec:
+    return JobSpec.model_validate({"model": "tiny4", "recipe": {
+        "stages": stages, "calibration": {"samples": 4, "seqlen": 64},
+        "eval": {"datasets": ["wiki"], "max_tokens": max_tokens, "window": 128}, "execution": {"layers": layers}}})
+
+
 def test_sequential_hadamard_w4a4kv4_job_matches_resident(tiny4_store, tmp_path):
     """Rotations fused a layer at a time, embedding and head rewritten on their own, online R3/R4 exported from the walk;
     KL against the original head read back from the shards."""
-    stages = [{"hadamard": {"seed": 0}}, {"quantize": {
-        "weights": {"bits": 4, "symmetric": True, "strategy": "channel", "method": "gptq"},
-        "activations": {"bits": 4, "symmetric": False}, "kv_cache": {"bits": 4, "symmetric": False}}}]
-    job = lambda mode: JobSpec.model_validate({"model": "tiny4", "recipe": {  # noqa: E731
-        "stages": stages, "calibration": {"samples": 4, "seqlen": 64},
-        "eval": {"datasets": ["wiki"], "max_tokens": 512, "window": 128}, "execution": {"layers": mode}}})
+    job = lambda mode: _stages_job([{"hadamard": {"seed": 0}}, W4A4KV4_GPTQ], mode)  # noqa: E731
     a = run(job("resident"), tmp_path / "a", home=tiny4_store).report
     b = run(job("sequential"), tmp_path / "b", home=tiny4_store).report
     for name in ("model.safetensors", "config.json"):
@@ -181,9 +186,7 @@ def test_sequential_affinequant_job_matches_resident(tiny4_store, tmp_path, extr
     """Block-wise training a layer at a time (the KL-Top lens keeps the head loaded), the same bytes as resident."""
     stages = [{"affinequant": {"weights": {"bits": 4, "symmetric": True, "strategy": "channel", "method": "rtn"},
                                "epochs": 2, "batch_size": 2, **extra}}]
-    job = lambda mode: JobSpec.model_validate({"model": "tiny4", "recipe": {  # noqa: E731
-        "stages": stages, "calibration": {"samples": 4, "seqlen": 64},
-        "eval": {"datasets": ["wiki"], "max_tokens": 256, "window": 128}, "execution": {"layers": mode}}})
+    job = lambda mode: _stages_job(stages, mode, max_tokens=256)  # noqa: E731
     a = run(job("resident"), tmp_path / "a", home=tiny4_store).report
     b = run(job("sequential"), tmp_path / "b", home=tiny4_store).report
     assert sha256_file(tmp_path / "a" / "checkpoint" / "model.safetensors") == sha256_file(tmp_path / "b" / "checkpoint" / "model.safetensors")
@@ -193,12 +196,8 @@ def test_sequential_affinequant_job_matches_resident(tiny4_store, tmp_path, extr
 def test_sequential_flatquant_w4a4kv4_job_matches_resident(tiny4_store, tmp_path):
     """Layer-wise learned transforms a layer at a time: the online Kronecker side travels with each finished layer,
     GPTQ reads it from the walk, export writes it; the same bytes and scores as resident."""
-    stages = [{"flatquant": {"epochs": 2, "batch_size": 2, "qsur_samples": 1}}, {"quantize": {
-        "weights": {"bits": 4, "symmetric": True, "strategy": "channel", "method": "gptq"},
-        "activations": {"bits": 4, "symmetric": False}, "kv_cache": {"bits": 4, "symmetric": False}}}]
-    job = lambda mode: JobSpec.model_validate({"model": "tiny4", "recipe": {  # noqa: E731
-        "stages": stages, "calibration": {"samples": 4, "seqlen": 64},
-        "eval": {"datasets": ["wiki"], "max_tokens": 256, "window": 128}, "execution": {"layers": mode}}})
+    job = lambda mode: _stages_job([{"flatquant": {"epochs": 2, "batch_size": 2, "qsur_samples": 1}}, W4A4KV4_GPTQ],  # noqa: E731
+                                   mode, max_tokens=256)
     a = run(job("resident"), tmp_path / "a", home=tiny4_store).report
     b = run(job("sequential"), tmp_path / "b", home=tiny4_store).report
     for name in ("model.safetensors", "config.json"):

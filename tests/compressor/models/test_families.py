@@ -41,13 +41,7 @@ SOFTCAPPED = {"gemma2"}
 W4G16 = {"bits": 4, "strategy": "group", "group_size": 16}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads; on a shared 2-core machine OpenMP spinning makes them much slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class NoTokenizer:

@@ -25,12 +25,7 @@ SMALL = {"calibration": {"dataset": "wiki", "samples": 4, "seqlen": 32},
 W4G16 = {"bits": 4, "strategy": "group", "group_size": 16, "method": "gptq"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def family_store(model_store: Path, tmp_path: Path, family: str) -> Path:

@@ -38,13 +38,7 @@ from compressor.transforms.fusion import runtime_transform_reasons
 from tests.random_models import tiny_llama
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP spinning makes them 10-30x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -19,12 +20,7 @@ from compressor.transforms.flatquant.transforms import ActivationClip, InputTran
 from tests.random_models import tiny_llama
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -156,7 +152,9 @@ def test_stage_then_gptq_exports_a_checkpoint_whose_online_transforms_compressor
     from compressor.context import CompressionContext
     from compressor.export.compressed_tensors_format import export_compressed_tensors
     from compressor.inference import load
-    from compressor.inference.modules import InputRotation
+    from compressor.inference.modules import InputKronecker
+    from compressor.inference.compressed_tensors_reload import load_with_compressed_tensors
+    from compressor.export.format import UnsupportedArtifactError
     from compressor.quant.stage import run_quantize
     from compressor.transforms.flatquant.stage import run_flatquant
     from tests.compressor.inference.test_loader import TINY, NoTokenizer, logits, rel_err
@@ -175,8 +173,19 @@ def test_stage_then_gptq_exports_a_checkpoint_whose_online_transforms_compressor
     assert q.quantized_weight is not None and q.input_kron_left is not None
     folder = tmp_path / "checkpoint"
     export_compressed_tensors(model, NoTokenizer(), folder, {"model": "tiny"})
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert "online_input_kronecker" in manifest["runtime_requirements"]
+    assert manifest["engines"] == {"transformers": False, "vllm": False}
+    entries = manifest["online_transforms"]
+    assert len(entries) == 8  # 4 inputs per layer, q/k/v and gate/up each sharing theirs
+    assert sorted(len(e["targets"]) for e in entries) == [1, 1, 1, 1, 2, 2, 3, 3]
+    config = json.loads((folder / "config.json").read_text())
+    assert "transform_config" not in config["quantization_config"]  # the factors, not n x n matrices
+    assert (folder / "online_rotations.safetensors").stat().st_size < 2 * 8 * (64 + 2 * 8 * 8 + 2 * 16 * 16) * 4
     loaded = load(folder, dtype=torch.float32)
-    assert isinstance(loaded.model.layers[0].mlp.down_proj, InputRotation)
+    assert isinstance(loaded.model.layers[0].mlp.down_proj, InputKronecker)
     assert len(loaded.artifact.online_rotations) == 14  # every linear reads its input through its layer's transform
     tokens = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(0))
     assert rel_err(logits(loaded, tokens), logits(model, tokens)) < 1e-2
+    with pytest.raises(UnsupportedArtifactError, match="compressor.load"):  # its own reader would run the model without them
+        load_with_compressed_tensors(folder)
