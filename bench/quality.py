@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,12 @@ def uses_calibration(stages: list[dict[str, Any]]) -> bool:
     return False
 
 
+def _print_layers(event: Any) -> None:
+    """Stage starts and finished layers on stderr, so a long row shows its pace while it runs."""
+    if event.kind in ("stage_start", "layer"):
+        print(f"[{time.strftime('%H:%M:%S')}] {event.stage}: {event.message}", file=sys.stderr, flush=True)
+
+
 def measure(cfg: dict[str, Any], max_tokens: int, samples: int) -> dict[str, Any]:
     recipe = {
         "stages": cfg["stages"],
@@ -185,7 +192,7 @@ def measure(cfg: dict[str, Any], max_tokens: int, samples: int) -> dict[str, Any
     }
     extra: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as out:
-        result = run(JobSpec.model_validate({"model": "smollm2-135m", "recipe": recipe}), Path(out))
+        result = run(JobSpec.model_validate({"model": "smollm2-135m", "recipe": recipe}), Path(out), progress=_print_layers)
         report = result.report
         if cfg.get("reload"):
             checkpoint = result.artifacts[0].parent
