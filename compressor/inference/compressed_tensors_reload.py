@@ -18,8 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from compressor.export.format import CONFIG_FILE, MANIFEST, RuntimeRequirement, UnsupportedArtifactError
+from compressor.export.format import CONFIG_FILE, MANIFEST, RuntimeRequirement, UnsupportedArtifactError, check_requirements
 from compressor.models.shards import open_shards
+
+# what compressed-tensors' own code runs: transform_config input transforms, fake-quantized activations of any width
+COMPRESSED_TENSORS_RUNS = {RuntimeRequirement.ONLINE_INPUT_ROTATION, RuntimeRequirement.ACTIVATIONS_BELOW_8_BITS}
 
 
 def _bridge_kv_cache(model: nn.Module, qconfig: Any) -> None:
@@ -71,10 +74,8 @@ def load_with_compressed_tensors(folder: str | Path, dtype: torch.dtype = torch.
 
     folder = Path(folder)
     manifest_path = folder / MANIFEST
-    requirements = json.loads(manifest_path.read_text()).get("runtime_requirements", []) if manifest_path.is_file() else []
-    if RuntimeRequirement.ONLINE_INPUT_KRONECKER.value in requirements:
-        raise UnsupportedArtifactError("the checkpoint's learned Kronecker input transforms live in the project's own file "
-                                       "(online_rotations.safetensors), which compressed-tensors does not read; load it with compressor.load")
+    if manifest_path.is_file():  # e.g. learned Kronecker transforms, kept in a file compressed-tensors does not read
+        check_requirements(json.loads(manifest_path.read_text()), COMPRESSED_TENSORS_RUNS, "compressed-tensors")
     qdict = json.loads((folder / CONFIG_FILE).read_text()).get("quantization_config")
     config = AutoConfig.from_pretrained(folder)
     if hasattr(config, "quantization_config"):

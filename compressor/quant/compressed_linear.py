@@ -104,6 +104,10 @@ class FakeQuantLinear(nn.Module):
                              input_kron_right=other.input_kron_right)
         self.input_clip = other.input_clip
 
+    def input_transform_tensors(self) -> tuple[torch.Tensor | None, ...]:
+        """What defines the online input transform (rotation; scale and Kronecker factors): equal tuples, equal transforms."""
+        return (self.input_rotation, self.input_smooth, self.input_kron_left, self.input_kron_right)
+
     def input_matrix(self) -> torch.Tensor | None:
         """The online input transform as one dense matrix M (x ← x M), for export; None when there is none."""
         if self.input_kron_left is not None:

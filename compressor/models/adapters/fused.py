@@ -96,9 +96,10 @@ def fuse_projection(owner: nn.Module, fused: str) -> None:
             raise ValueError(f"{fused}: only some of its parts were compressed")
         result = FakeQuantLinear(lin)
         result.input_quant = _same([b.input_quant for b in wrapped], "input quantizers", fused)
-        matrices = [b.input_matrix() for b in wrapped]
-        if any(m is not None for m in matrices):
-            if any(m is None or not torch.equal(m, matrices[0]) for m in matrices):
+        first = wrapped[0].input_transform_tensors()
+        for b in wrapped[1:]:  # the factors themselves: a dense product would cost width² per part
+            if any((t is None) != (u is None) or (t is not None and not torch.equal(t, u))
+                   for t, u in zip(b.input_transform_tensors(), first)):
                 raise ValueError(f"{fused}: its parts carry different online input transforms")
         _same([b.input_clip for b in wrapped], "input clipping", fused)
         result.take_input_transform(wrapped[0])

@@ -21,8 +21,8 @@ from compressor.transforms.affinequant.matrices import (
     LayerTransforms,
     MaskedMatrix,
     RopePairMatrix,
-    smoothquant_scale,
 )
+from compressor.transforms.smoothing import smoothquant_scale, update_channel_max, weight_column_max
 
 
 class ActivationMaxima:
@@ -32,8 +32,7 @@ class ActivationMaxima:
         self.maxima: dict[str, torch.Tensor] = {}
 
     def _update(self, key: str, x: torch.Tensor) -> None:
-        m = x.detach().abs().reshape(-1, x.shape[-1]).amax(dim=0).float()
-        self.maxima[key] = m if key not in self.maxima else torch.maximum(self.maxima[key], m)
+        update_channel_max(self.maxima, key, x)
 
     @contextmanager
     def recording(self, parts: DecoderLayerParts) -> Iterator[ActivationMaxima]:
@@ -49,11 +48,6 @@ class ActivationMaxima:
                 h.remove()
 
 
-def _column_max(*linears) -> torch.Tensor:
-    """max_i |W_ij| over the rows of all `linears` (which read the same input)."""
-    return torch.stack([plain_linear(lin).weight.detach().abs().amax(dim=0).float() for lin in linears]).amax(dim=0)
-
-
 def initial_transforms(parts: DecoderLayerParts, adapter: DecoderAdapter, maxima: ActivationMaxima, cfg: AffineQuantConfig) -> LayerTransforms:
     """The layer's transforms at their SmoothQuant starting point (`cfg` decides which exist and their form)."""
     gradual = cfg.mask == "gradual"
@@ -61,13 +55,13 @@ def initial_transforms(parts: DecoderLayerParts, adapter: DecoderAdapter, maxima
     sf, epochs = cfg.stability_factor, cfg.epochs
     transforms = {}
     for key, readers in (("ln_attn", (parts.q_proj, parts.k_proj, parts.v_proj)), ("ln_mlp", (parts.gate_proj, parts.up_proj))):
-        s = smoothquant_scale(maxima.maxima[key], _column_max(*readers), cfg.alpha)
+        s = smoothquant_scale(maxima.maxima[key], weight_column_max(*readers), cfg.alpha)
         transforms[key] = MaskedMatrix(s, epochs, sf, gradual) if dense_ln else DiagonalTransform(s)
 
     kv, d = adapter.num_kv_heads, adapter.head_dim
     groups = adapter.num_heads // kv
     act = maxima.maxima["vo"].view(kv, groups, d).amax(dim=1)
-    weight = _column_max(parts.o_proj).view(kv, groups, d).amax(dim=1)
+    weight = weight_column_max(parts.o_proj).view(kv, groups, d).amax(dim=1)
     transforms["vo"] = MaskedMatrix(smoothquant_scale(act, weight, cfg.alpha), epochs, sf, gradual)
     if cfg.qk_matrix:
         adapter.require_query_key_transform()  # Qwen3 / Gemma 3: the per-head q/k norms block it

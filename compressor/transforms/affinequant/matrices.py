@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from compressor.transforms.smoothing import SCALE_FLOOR
 from compressor.transforms.affinequant.mask import (
     DominanceCheck,
     band_mask,
@@ -30,14 +31,6 @@ from compressor.transforms.affinequant.mask import (
     repair_dominance,
 )
 
-SCALE_FLOOR = 1e-5  # smallest SmoothQuant statistic and initial diagonal, as in OmniQuant
-
-
-def smoothquant_scale(act_max: torch.Tensor, weight_max: torch.Tensor, alpha: float) -> torch.Tensor:
-    """s = act_max^α / w_max^(1−α): the diagonal that splits outliers between activations and weights."""
-    act = act_max.float().clamp_min(SCALE_FLOOR)
-    weight = weight_max.float().clamp_min(SCALE_FLOOR)
-    return (act.pow(alpha) / weight.pow(1.0 - alpha)).clamp_min(SCALE_FLOOR)
 
 
 def rope_pair_matrix(scale: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:

@@ -32,13 +32,13 @@ from compressor.quant.attention import set_kv_quant, set_qk_rotation, use_compre
 from compressor.quant.compressed_linear import plain_linear, wrap_linear
 from compressor.spec import FlatQuantConfig, QuantizeConfig
 from compressor.transforms.affinequant.clipping import LearnableClipping
-from compressor.transforms.affinequant.matrices import smoothquant_scale
 from compressor.transforms.block_training import LogitLens, block_loss, guarded_step
 from compressor.transforms.flatquant.block import FlatQuantBlock, readers_of
 from compressor.transforms.flatquant.transforms import ActivationClip, InputTransform
 from compressor.transforms.fusion import rotate_value_heads
 from compressor.transforms.hadamard import random_hadamard_matrix
 from compressor.transforms.online_rotations import QK_SEED_OFFSET, VALUE_HEAD_SEED_OFFSET
+from compressor.transforms.smoothing import smoothquant_scale, update_channel_max, weight_column_max
 from compressor.transforms.qsur import ActivationMoments, qsur_per_dim, transformed_moments
 
 
@@ -66,8 +66,7 @@ class InputStatistics:
 
     def _add(self, key: str, x: torch.Tensor) -> None:
         x = x.detach().reshape(-1, x.shape[-1])
-        m = x.abs().amax(dim=0).float()
-        self.maxima[key] = m if key not in self.maxima else torch.maximum(self.maxima[key], m)
+        update_channel_max(self.maxima, key, x)
         room = self.moment_rows - self.seen.get(key, 0)
         if room > 0:
             self.moments.setdefault(key, ActivationMoments(x.shape[-1])).add(x[:room])
@@ -90,11 +89,6 @@ def _with_hidden(inputs: LayerInputs, hidden: torch.Tensor) -> LayerInputs:
                        spill_dir=inputs.spill_dir)
 
 
-def _column_max(parts: DecoderLayerParts, key: str) -> torch.Tensor:
-    linears = parts.linears()
-    return torch.stack([plain_linear(linears[n]).weight.detach().abs().amax(dim=0).float() for n in readers_of(key)]).amax(dim=0)
-
-
 def _build(parts: DecoderLayerParts, cfg: FlatQuantConfig, target: QuantizeConfig, stats: InputStatistics | None,
            device: torch.device) -> FlatQuantBlock:
     """The layer's transforms at their start (random Hadamard factors, SmoothQuant scales) and its clipping factors."""
@@ -103,7 +97,7 @@ def _build(parts: DecoderLayerParts, cfg: FlatQuantConfig, target: QuantizeConfi
         width = plain_linear(parts.linears()[readers_of(key)[0]]).in_features
         scale = None
         if cfg.scales and stats is not None:
-            scale = smoothquant_scale(stats.maxima[key].cpu(), _column_max(parts, key).cpu(), cfg.alpha)
+            scale = smoothquant_scale(stats.maxima[key].cpu(), weight_column_max(*(parts.linears()[n] for n in readers_of(key))).cpu(), cfg.alpha)
         elif cfg.scales:
             scale = torch.ones(width)  # replaced by a checkpoint's
         transforms[key] = InputTransform(width, scale, cfg.kronecker, seed=cfg.seed + 8 * parts.index + 2 * k).to(device)
