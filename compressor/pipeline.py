@@ -28,6 +28,7 @@ from compressor.eval.report_html import write_report_html
 from compressor.eval.resources import CostMeter
 from compressor.eval.speed import measure_speed, speed_job
 from compressor.execution.plan import execution_section, plan_execution
+from compressor.export.stored_precision import round_to_stored_precision
 from compressor.export.compressed_tensors_format import (
     export_compressed_tensors,
     quantized_bits_per_weight,
@@ -177,6 +178,9 @@ def run(
     stage_reports = run_stages(ctx, meter)
 
     adapter.restore_checkpoint_layout(model)  # e.g. Phi-3's split projections fused back, as its checkpoint stores them
+    rounded = round_to_stored_precision(model, layer_store)  # evaluate the checkpoint's bf16 tensors, not float32 ones
+    if rounded:
+        prog.emit("message", f"{rounded} dense tensors rounded to the checkpoint's bfloat16")
     artifacts: list[Path] = []
     checkpoint_bytes = engines = None
     if recipe.export.format == "compressed-tensors":

@@ -38,6 +38,7 @@ from compressor.export.format import (
 from compressor.execution.residency import ResidentLayers
 from compressor.export.engines import engine_support, engine_table, engines_summary
 from compressor.export.shard_writer import ShardWriter
+from compressor.export.stored_precision import EXPORT_DTYPE
 from compressor.models.adapter import adapter_for
 from compressor.export.online_rotations import write_online_kronecker
 from compressor.export.transform_config import online_transform_config
@@ -49,7 +50,6 @@ from compressor.sparsity.activation import export_notes as activation_export_not
 from compressor.spec import ActivationQuantConfig, KVCacheQuantConfig
 from compressor.transforms.fusion import runtime_transform_reasons
 
-EXPORT_DTYPE = torch.bfloat16
 
 
 def _embeddings_tied(model: nn.Module) -> bool:

@@ -1,7 +1,7 @@
 """Each serving format: export → compressed-tensors' own reload → the in-memory model's logits.
 
 Tiny random Llamas (widths 64/128, so every format's block fits). The in-memory model's dense
-tensors are rounded to bf16 (what the checkpoint stores) before comparing, so what is left is
+tensors are rounded to bf16 (what the checkpoint stores, as the pipeline does) before comparing, so what is left is
 the format itself: weight-only formats must match to float rounding; formats that quantize
 activations may flip a code where a float rounding difference lands on a boundary, so they are
 held to a small mean difference instead.
@@ -17,13 +17,14 @@ import torch
 
 from compressor.context import CompressionContext
 from compressor.eval.resources import CostMeter
+from compressor.execution.residency import ResidentLayers
 from compressor.export.compressed_tensors_format import export_compressed_tensors
+from compressor.export.stored_precision import round_to_stored_precision
 from compressor.inference.compressed_tensors_reload import load_with_compressed_tensors
 from compressor.inference.loader import load
 from compressor.models.adapter import adapter_for
 from compressor.pipeline import run_stages
 from compressor.progress import Progress
-from compressor.quant.compressed_linear import FakeQuantLinear
 from compressor.spec import Recipe
 from tests.random_models import tiny_llama
 
@@ -60,12 +61,8 @@ def compress_and_export(stages: list, folder: Path) -> torch.nn.Module:
     ctx = CompressionContext(model, None, adapter_for(model), Recipe.model_validate({"stages": stages}), Progress(), data_dir=folder)
     ctx._calibration = torch.randint(0, 256, (8, 32), generator=torch.Generator().manual_seed(1))
     run_stages(ctx, CostMeter())
+    round_to_stored_precision(model, ResidentLayers(model, ctx.adapter))  # as the pipeline does before it exports
     export_compressed_tensors(model, NoTokenizer(), folder, {"model": "tiny"})
-    with torch.no_grad():  # the dense tensors as the checkpoint stores them
-        quantized = {id(m.linear.weight) for m in model.modules() if isinstance(m, FakeQuantLinear) and m.quantized_weight is not None}
-        for p in model.parameters():
-            if id(p) not in quantized:
-                p.copy_(p.bfloat16().float())
     return model
 
 

@@ -1,0 +1,43 @@
+"""The pipeline rounds what the checkpoint stores in bf16 before it evaluates: the report scores the checkpoint."""
+
+from __future__ import annotations
+
+import torch
+
+from compressor.context import CompressionContext
+from compressor.eval.resources import CostMeter
+from compressor.execution.residency import ResidentLayers
+from compressor.export.stored_precision import round_to_stored_precision
+from compressor.models.adapter import adapter_for
+from compressor.pipeline import run_stages
+from compressor.progress import Progress
+from compressor.quant.compressed_linear import FakeQuantLinear
+from compressor.spec import Recipe
+from tests.random_models import tiny_llama
+
+
+def rotated_w4(tmp_path) -> torch.nn.Module:
+    model = tiny_llama(hidden_size=64, intermediate_size=128, num_attention_heads=8, num_key_value_heads=2, head_dim=8)
+    recipe = Recipe.model_validate({"stages": [{"hadamard": {"seed": 0, "online_qk": "off"}},
+                                               {"quantize": {"weights": {"bits": 4, "method": "rtn", "strategy": "group", "group_size": 32}}}]})
+    ctx = CompressionContext(model, None, adapter_for(model), recipe, Progress(), data_dir=tmp_path)
+    run_stages(ctx, CostMeter())
+    return model
+
+
+def test_dense_tensors_become_bf16_values_and_quantized_weights_stay(tmp_path):
+    model = rotated_w4(tmp_path)
+    quantized = {name: m.linear.weight.clone() for name, m in model.named_modules()
+                 if isinstance(m, FakeQuantLinear) and m.quantized_weight is not None}
+    embed = model.model.embed_tokens.weight
+    assert not torch.equal(embed, embed.bfloat16().float())  # the rotation left float32 products
+    inexact = [name for name, p in model.named_parameters()
+               if name.removesuffix(".linear.weight") not in quantized and not torch.equal(p, p.bfloat16().float())]
+    changed = round_to_stored_precision(model, ResidentLayers(model, adapter_for(model)))
+    assert changed == len(inexact) and "model.embed_tokens.weight" in inexact
+    for name, p in model.named_parameters():
+        if name.removesuffix(".linear.weight") in quantized:
+            assert torch.equal(p, quantized[name.removesuffix(".linear.weight")]), name
+        else:
+            assert torch.equal(p, p.bfloat16().float()), name
+    assert round_to_stored_precision(model, ResidentLayers(model, adapter_for(model))) == 0  # idempotent
