@@ -41,7 +41,7 @@ class ResidentLayers:
         yield from self.adapter.all_layer_parts(self.model)
 
     @contextmanager
-    def outer(self, *parts: str, save: bool = False) -> Iterator[None]:
+    def outer(self, *parts: str, save: bool = False, dtype: torch.dtype | None = None, keeps_tie: bool = False) -> Iterator[None]:
         yield
 
     def state_groups(self, outer_dtype: torch.dtype | None = None) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
@@ -68,6 +68,7 @@ class SequentialLayers(ResidentLayers):
         self._names = {id(m): n for n, m in model.named_modules()}
         self._written: set[int] = set()
         self._outer_written: set[str] = set()
+        self._untied = False  # a stage changed the embedding or head (rotations change them differently)
 
     # ------------------------------------------------------------------ one decoder layer
 
@@ -146,11 +147,12 @@ class SequentialLayers(ResidentLayers):
         return self.work_dir / f"{part}.safetensors"
 
     @contextmanager
-    def outer(self, *parts: str, save: bool = False, dtype: torch.dtype | None = None) -> Iterator[None]:
+    def outer(self, *parts: str, save: bool = False, dtype: torch.dtype | None = None, keeps_tie: bool = False) -> Iterator[None]:
         """The embedding and/or head on the device for the duration: as a stage left them (`save`), else as stored.
 
         `dtype` reads a stored (never rewritten) part in that dtype instead of the working one: the
         exporter takes the embedding straight to bfloat16, without a float32 copy beside it.
+        `keeps_tie`: the caller changes a tied embedding and head alike (rounding), so they stay one tensor.
         """
         loaded = []
         with open_shards(self.source_dir) as tensors:
@@ -173,6 +175,7 @@ class SequentialLayers(ResidentLayers):
                     save_file({slot.key: slot.get().detach().contiguous().cpu() for slot in slots}, str(tmp))
                     tmp.replace(self._outer_file(part))
                     self._outer_written.add(part)
+                    self._untied = self._untied or not keeps_tie
                 to_meta(slots)
             release_freed_memory()
 
@@ -209,4 +212,4 @@ class SequentialLayers(ResidentLayers):
 
     def embeddings_tied(self) -> bool | None:
         """Tied as stored, unless a stage rewrote the embedding or head (rotations change them differently)."""
-        return self.tied and not self._outer_written
+        return self.tied and not self._untied

@@ -52,6 +52,6 @@ def round_to_stored_precision(model: nn.Module, layers: ResidentLayers) -> int:
     with layers.outer(*OUTER_PARTS):  # an embedding no stage touched is still the source's bf16: not rewritten
         outer = _round(model, write=False)  # the decoder layers are on meta here
     if outer:
-        with layers.outer(*OUTER_PARTS, save=True):
+        with layers.outer(*OUTER_PARTS, save=True, keeps_tie=True):  # a tied head rounds as its embedding does
             _round(model)
     return changed + outer
