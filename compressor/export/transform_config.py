@@ -22,15 +22,12 @@ from typing import Any
 
 import torch
 
+from compressor.quant.online_rotation import is_scaled_sign_matrix
+
 SCHEME_PREFIX = "online_input"  # scheme names: online_input_0, online_input_1, ...
 HADAMARD_TYPE = "random-hadamard"
 DENSE_TYPE = "random-matrix"
 INPUT = "input"
-
-
-def _is_scaled_sign_matrix(matrix: torch.Tensor) -> bool:
-    n = matrix.shape[0]
-    return bool(torch.allclose(matrix.abs() * math.sqrt(n), torch.ones_like(matrix), atol=1e-5))
 
 
 def weight_key(target: str, scheme: str) -> str:
@@ -57,7 +54,7 @@ def online_transform_config(rotations: dict[str, torch.Tensor]) -> tuple[dict[st
     groups, tensors = {}, {}
     for i, (matrix, names) in enumerate(zip(unique, targets)):
         scheme = f"{SCHEME_PREFIX}_{i}"
-        hadamard = _is_scaled_sign_matrix(matrix)
+        hadamard = is_scaled_sign_matrix(matrix)
         groups[scheme] = TransformScheme(
             type=HADAMARD_TYPE if hadamard else DENSE_TYPE,
             apply=[TransformArgs(targets=names, location=INPUT)],

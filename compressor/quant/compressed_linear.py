@@ -18,6 +18,7 @@ from torch import nn
 
 from compressor.quant.float_formats import FloatQuantizedWeight, activation_args, fake_quantize_float_activation
 from compressor.quant.kronecker import kron_apply, kron_dense
+from compressor.quant.online_rotation import apply_input_rotation
 from compressor.quant.quantizer import QuantizedWeight, fake_quantize_activation, fake_quantize_per_token
 from compressor.spec import ActivationQuantConfig
 
@@ -121,7 +122,7 @@ class FakeQuantLinear(nn.Module):
             return kron_apply(x.to(left.dtype) * self.input_smooth, left, self.input_kron_right).to(x.dtype)
         if self.input_rotation is None:
             return x
-        return (x.to(self.input_rotation.dtype) @ self.input_rotation).to(x.dtype)
+        return apply_input_rotation(x, self.input_rotation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _BYPASS.get():
