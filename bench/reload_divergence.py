@@ -1,10 +1,12 @@
 """Where the in-memory model and its compressed-tensors reload part: decoder-layer outputs side by side.
 
-For rotated FP4 W4A4 the two agree exactly up to the first online down_proj Hadamard, whose
-float order differs (ours x·(H/√n), as vLLM normalizes the stored weight; compressed-tensors'
-hook (x·H)/√n). A ~1e-7 difference there flips a few FP4 activation codes, and the flips grow
-layer by layer. This bench prints each layer's relative output difference on one 512-token
-wiki window, for the configs of `bench/reload_sensitivity.py`.
+Written to find why rotated FP4 W4A4 reloaded 0.4–4% away. The two agreed up to the first
+online down_proj Hadamard, whose float order differed (ours x·(H/√n); compressed-tensors' hook
+(x·H)/√n): a last-bit difference there flipped a few FP4 activation codes, and the flips grew
+layer by layer (relative 3e-6 at layer 1, 0.8% at layer 2, 37% at layer 29). Since
+`compressor/quant/online_rotation.py` applies Hadamard-type rotations in compressed-tensors'
+order, every layer output is identical. This bench prints each layer's relative output
+difference on one 512-token wiki window, for the configs of `bench/reload_sensitivity.py`.
 
     .venv/bin/python bench/reload_divergence.py [--only hadamard-nvfp4-w4a4 ...]
 """

@@ -9,11 +9,15 @@ from torch import nn
 
 from compressor.quant.float_formats import fake_quantize_float_activation
 from compressor.quant.kronecker import kron_apply
+from compressor.quant.online_rotation import apply_input_rotation
 from compressor.quant.quantizer import fake_quantize_per_token
 
 
 class InputRotation(nn.Module):
-    """`inner(x @ R)`: the online rotation the exporter stored for this linear (R shared between layers)."""
+    """`inner(x @ R)`: the online rotation the exporter stored for this linear (R shared between layers).
+
+    Applied in the same float order as the in-memory model and compressed-tensors' reload.
+    """
 
     def __init__(self, rotation: torch.Tensor, inner: nn.Module):
         super().__init__()
@@ -29,7 +33,7 @@ class InputRotation(nn.Module):
         return self.inner.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner((x.to(self.rotation.dtype) @ self.rotation).to(x.dtype))
+        return self.inner(apply_input_rotation(x, self.rotation))
 
 
 class InputKronecker(nn.Module):

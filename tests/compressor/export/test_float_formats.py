@@ -45,6 +45,7 @@ CASES = {
     "mxfp4-a16": ([{"quantize": {"weights": MXFP4}}], "mxfp4-pack-quantized", False),
     "mxfp4-w4a4": ([{"quantize": {"weights": MXFP4, "activations": MXFP4}}], "mxfp4-pack-quantized", True),
     "hadamard-nvfp4-a16": ([HAD, {"quantize": {"weights": NVFP4}}], "nvfp4-pack-quantized", False),
+    "hadamard-nvfp4-w4a4": ([HAD, {"quantize": {"weights": NVFP4, "activations": NVFP4}}], "nvfp4-pack-quantized", True),
     "hadamard-w4a8-fp8": ([HAD, {"quantize": {"weights": INT4_G16, "activations": {**FP8, "strategy": "token"}}}], "pack-quantized", True),
     "fused-only-int4": ([{"hadamard": {"seed": 0, "online_down_proj": False, "online_qk": "off"}}, {"quantize": {"weights": INT4_G16}}],
                         "pack-quantized", False),
@@ -91,6 +92,32 @@ def test_export_reloads_with_compressed_tensors_to_equal_logits(case, tmp_path):
         ref = model(x, use_cache=False).logits.float()
         out = load_with_compressed_tensors(tmp_path)(x, use_cache=False).logits.float()
     assert_close_for_format(out, ref, activations_quantized)
+
+
+@pytest.mark.parametrize("case", ["nvfp4-w4a4", "mxfp4-w4a4", "hadamard-nvfp4-w4a4"])
+def test_fp4_activation_reload_is_the_same_computation(case, tmp_path):
+    """FP4 activations flip codes on a last-bit difference, so the reload must compute exactly what the pipeline scored.
+
+    With a rotation this holds only because the online Hadamard runs in compressed-tensors' float order.
+    """
+    model = compress_and_export(CASES[case][0], tmp_path)
+    x = tokens()
+    with torch.no_grad():
+        ref = model(x, use_cache=False).logits
+        reference_reload = load_with_compressed_tensors(tmp_path)(x, use_cache=False).logits
+        ours = load(tmp_path, dtype=torch.float32)(x, use_cache=False).logits
+    assert torch.equal(reference_reload, ref)
+    assert torch.equal(ours, ref)
+
+
+def test_rotated_fp4_down_proj_reads_its_input_as_the_reload_does(tmp_path):
+    """On 2M activations a last-bit difference in the online Hadamard flips FP4 codes; here none may differ."""
+    model = compress_and_export(CASES["hadamard-nvfp4-w4a4"][0], tmp_path)
+    reloaded = load_with_compressed_tensors(tmp_path)
+    x = torch.randn(1, 16384, 128, generator=torch.Generator().manual_seed(3)) * torch.logspace(-1, 1, 128)
+    with torch.no_grad():
+        for ours, theirs in ((model.model.layers[i].mlp.down_proj, reloaded.model.layers[i].mlp.down_proj) for i in range(2)):
+            assert torch.equal(theirs(x), ours(x))
 
 
 @pytest.mark.parametrize("case", ["fp8-dynamic", "fp8-static-kv", "w4a8-fp8", "nvfp4-w4a4", "mxfp4-a16", "hadamard-w4a8-fp8", "fused-only-int4"])
