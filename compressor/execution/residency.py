@@ -12,7 +12,7 @@ same code and gives the same bytes.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,8 +40,12 @@ class ResidentLayers:
     def walk(self, save: bool = True) -> Iterator[DecoderLayerParts]:
         yield from self.adapter.all_layer_parts(self.model)
 
+    def update_each(self, change: Callable[[DecoderLayerParts], int]) -> int:
+        """Run `change` on every layer; it returns how many tensors it changed. The total comes back."""
+        return sum(change(parts) for parts in self.walk())
+
     @contextmanager
-    def outer(self, *parts: str, save: bool = False, dtype: torch.dtype | None = None, keeps_tie: bool = False) -> Iterator[None]:
+    def outer(self, *parts: str, save: bool = False, dtype: torch.dtype | None = None) -> Iterator[None]:
         yield
 
     def state_groups(self, outer_dtype: torch.dtype | None = None) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
@@ -68,7 +72,7 @@ class SequentialLayers(ResidentLayers):
         self._names = {id(m): n for n, m in model.named_modules()}
         self._written: set[int] = set()
         self._outer_written: set[str] = set()
-        self._untied = False  # a stage changed the embedding or head (rotations change them differently)
+        self._tied_now: bool | None = None  # embeddings_tied() since the last write of the embedding or head
 
     # ------------------------------------------------------------------ one decoder layer
 
@@ -128,6 +132,22 @@ class SequentialLayers(ResidentLayers):
             finally:
                 self.offload(index, save)
 
+    def update_each(self, change: Callable[[DecoderLayerParts], int]) -> int:
+        """Like the resident walk, but only a layer `change` reports changed is written back.
+
+        A pass that changes few layers (rounding a model a stage left in bf16) writes few files,
+        where `walk(save=True)` would rewrite the whole model.
+        """
+        total = 0
+        for index in range(self.adapter.num_layers):
+            changed = 0
+            try:
+                changed = change(self.onload(index))
+                total += changed
+            finally:
+                self.offload(index, save=changed > 0)
+        return total
+
     # ------------------------------------------------------------------ embedding and head
 
     def _outer_modules(self, part: str) -> list[nn.Module]:
@@ -147,12 +167,11 @@ class SequentialLayers(ResidentLayers):
         return self.work_dir / f"{part}.safetensors"
 
     @contextmanager
-    def outer(self, *parts: str, save: bool = False, dtype: torch.dtype | None = None, keeps_tie: bool = False) -> Iterator[None]:
+    def outer(self, *parts: str, save: bool = False, dtype: torch.dtype | None = None) -> Iterator[None]:
         """The embedding and/or head on the device for the duration: as a stage left them (`save`), else as stored.
 
         `dtype` reads a stored (never rewritten) part in that dtype instead of the working one: the
         exporter takes the embedding straight to bfloat16, without a float32 copy beside it.
-        `keeps_tie`: the caller changes a tied embedding and head alike (rounding), so they stay one tensor.
         """
         loaded = []
         with open_shards(self.source_dir) as tensors:
@@ -175,7 +194,7 @@ class SequentialLayers(ResidentLayers):
                     save_file({slot.key: slot.get().detach().contiguous().cpu() for slot in slots}, str(tmp))
                     tmp.replace(self._outer_file(part))
                     self._outer_written.add(part)
-                    self._untied = self._untied or not keeps_tie
+                    self._tied_now = None
                 to_meta(slots)
             release_freed_memory()
 
@@ -211,5 +230,14 @@ class SequentialLayers(ResidentLayers):
                 yield "", {k: v for k, v in self.model.state_dict().items() if k.startswith(head_prefix)}
 
     def embeddings_tied(self) -> bool | None:
-        """Tied as stored, unless a stage rewrote the embedding or head (rotations change them differently)."""
-        return self.tied and not self._untied
+        """Tied as stored and still one tensor: once a stage wrote either part, the two are compared.
+
+        A rotation changes the embedding and head differently (untied); rounding changes both alike.
+        """
+        if not self.tied or not self._outer_written:
+            return self.tied
+        if self._tied_now is None:
+            with self.outer(*OUTER_PARTS):
+                head, embed = self.adapter.lm_head(self.model), self.adapter.embeddings(self.model)
+                self._tied_now = head.weight.shape == embed.weight.shape and torch.equal(head.weight, embed.weight)
+        return self._tied_now

@@ -46,12 +46,10 @@ def round_to_stored_precision(model: nn.Module, layers: ResidentLayers) -> int:
     """
     if not layers.sequential:
         return _round(model)
-    changed = 0
-    for parts in layers.walk(save=True):
-        changed += _round(parts.layer)
+    changed = layers.update_each(lambda parts: _round(parts.layer))  # only a layer that changed is written back
     with layers.outer(*OUTER_PARTS):  # an embedding no stage touched is still the source's bf16: not rewritten
         outer = _round(model, write=False)  # the decoder layers are on meta here
     if outer:
-        with layers.outer(*OUTER_PARTS, save=True, keeps_tie=True):  # a tied head rounds as its embedding does
+        with layers.outer(*OUTER_PARTS, save=True):  # a tied head rounds as its embedding does: still tied (compared at export)
             _round(model)
     return changed + outer

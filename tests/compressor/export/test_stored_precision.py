@@ -41,3 +41,39 @@ def test_dense_tensors_become_bf16_values_and_quantized_weights_stay(tmp_path):
         else:
             assert torch.equal(p, p.bfloat16().float()), name
     assert round_to_stored_precision(model, ResidentLayers(model, adapter_for(model))) == 0  # idempotent
+
+
+def test_sequential_rounding_writes_back_only_the_layers_it_changed(tmp_path):
+    """A model stored in bf16 with one layer a stage left in float32: rounding rewrites that layer's file alone."""
+    from compressor.execution.skeleton import load_skeleton
+
+    tiny_llama(num_hidden_layers=3).to(torch.bfloat16).save_pretrained(tmp_path / "model")
+    skeleton, layers = load_skeleton(tmp_path / "model", tmp_path / "work", torch.device("cpu"), torch.float32)
+
+    def stage(parts) -> int:  # a stage that changes layer 1 only, off the bf16 grid
+        if parts.index != 1:
+            return 0
+        parts.down_proj.weight.data.mul_(1.0 + 2.0 ** -12)
+        return 1
+
+    assert layers.update_each(stage) == 1
+    assert sorted(p.name for p in (tmp_path / "work").glob("layer-*.safetensors")) == ["layer-00001.safetensors"]
+    assert round_to_stored_precision(skeleton, layers) == 1
+    assert sorted(p.name for p in (tmp_path / "work").glob("layer-*.safetensors")) == ["layer-00001.safetensors"]
+    parts = layers.onload(1)
+    assert torch.equal(parts.down_proj.weight, parts.down_proj.weight.bfloat16().float())  # the rounded values were kept
+    layers.offload(1, save=False)
+    assert layers.embeddings_tied() is True  # nothing rewrote the embedding or head
+
+
+def test_sequential_tie_is_judged_by_the_tensors_a_stage_left(tmp_path):
+    """Rounding a tied pair alike keeps one tensor; rewriting the head alone unties it."""
+    from compressor.execution.skeleton import load_skeleton
+
+    tiny_llama(num_hidden_layers=1, tie_word_embeddings=True).save_pretrained(tmp_path / "model")
+    skeleton, layers = load_skeleton(tmp_path / "model", tmp_path / "work", torch.device("cpu"), torch.float32)
+    assert round_to_stored_precision(skeleton, layers) > 0  # float32 source: the embedding (and its tied head) round
+    assert layers.embeddings_tied() is True
+    with layers.outer("head", save=True):
+        skeleton.lm_head.weight.data.mul_(2.0)
+    assert layers.embeddings_tied() is False
