@@ -71,6 +71,6 @@ def test_each_job_finds_its_cpu_row_in_quality_json():
     assert found == {
         "rtn-w4a16-g64": ("rtn", 16, 16, 64, []),
         "gptq-w4a16-g64": ("gptq", 16, 16, 64, []),
-        "hadamard-gptq-w4a4kv4": ("hadamard-gptq", 4, 4, None, []),
+        "hadamard-gptq-w4a4kv4": ("hadamard-gptq-clip-best", 4, 4, None, []),  # the recipe carries the calibration-best clipping
         "ostquant-w4a16-20-steps": ("ostquant", 16, 16, None, ["[0].OSTQuantConfig.steps: gpu 20, cpu 60"]),
     }
