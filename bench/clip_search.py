@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import resource
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -103,7 +103,7 @@ def main() -> int:
             ppl = evaluate(ctx, None, CostMeter()).perplexity["compressed"]
             evals.append({"method": method, "activations": a, "kv": kv, **{f"{n}_ppl": round(v, 4) for n, v in ppl.items()}})
             print(json.dumps(evals[-1]), flush=True)
-            stages = [s for s in recipe.model_dump(mode="json", exclude_none=True)["stages"]]
+            stages = recipe.model_dump(mode="json", exclude_none=True)["stages"]
             stages[1]["quantize"]["activations"]["clip_ratio"], stages[1]["quantize"]["kv_cache"]["clip_ratio"] = a, kv
             rows.append({"method": method, "weights": 4, "activations": 4, "kv": 4, "group": None,
                          "wiki_ppl": round(ppl["wiki"], 4), "news_ppl": round(ppl["news"], 4),
