@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality import merge_rows  # noqa: E402
+from quality import merge_rows, result_row  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "clip_search.json"
 QUALITY = Path(__file__).resolve().parent / "results" / "quality.json"
@@ -105,13 +105,12 @@ def main() -> int:
             print(json.dumps(evals[-1]), flush=True)
             stages = recipe.model_dump(mode="json", exclude_none=True)["stages"]
             stages[1]["quantize"]["activations"]["clip_ratio"], stages[1]["quantize"]["kv_cache"]["clip_ratio"] = a, kv
-            rows.append({"method": method, "weights": 4, "activations": 4, "kv": 4, "group": None,
-                         "wiki_ppl": round(ppl["wiki"], 4), "news_ppl": round(ppl["news"], 4),
-                         "seconds": round(stage_seconds + time.perf_counter() - started, 1), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-                         "calibration_samples": args.samples, "eval_tokens": args.max_tokens,
-                         "clipping": {"activations": a, "kv": kv, "chosen_by": "bench/clip_search.py"},
-                         "machine": machine_info().model_dump(mode="json"),
-                         "recipe": {**recipe.model_dump(mode="json", exclude_none=True), "stages": stages}})
+            rows.append(result_row(
+                {"method": method, "weights": 4, "activations": 4, "kv": 4, "group": None}, ppl,
+                stage_seconds + time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                args.samples, args.max_tokens, machine_info().model_dump(mode="json"),
+                {**recipe.model_dump(mode="json", exclude_none=True), "stages": stages},
+                clipping={"activations": a, "kv": kv, "chosen_by": "bench/clip_search.py"}))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "job": "hadamard (seed 0) + GPTQ W4 per channel, MSE clip search; int4 per-token asymmetric activations, int4 KV",

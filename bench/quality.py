@@ -145,8 +145,25 @@ def reload_check(checkpoint: Path, max_tokens: int) -> dict[str, Any]:
     return {"reload_wiki_ppl": round(score_windows(model, windows).perplexity, 4)}
 
 
+ROW_KEY = ("method", "weights", "activations", "kv", "group")
+
+
 def row_key(row: dict[str, Any]) -> tuple:
-    return (row["method"], row["weights"], row["activations"], row["kv"], row["group"])
+    return tuple(row[k] for k in ROW_KEY)
+
+
+def result_row(cfg: dict[str, Any], ppl: dict[str, float], seconds: float, peak_rss_mb: float, calibration_samples: int,
+               eval_tokens: int, machine: Any, recipe: dict[str, Any], **details: Any) -> dict[str, Any]:
+    """One results row in the layout every quality bench writes (`details`: what only that bench knows)."""
+    return {
+        **{k: cfg[k] for k in ROW_KEY},
+        "wiki_ppl": round(ppl["wiki"], 4), "news_ppl": round(ppl["news"], 4),
+        "seconds": round(seconds, 1), "peak_rss_mb": round(peak_rss_mb),
+        **details,
+        "calibration_samples": calibration_samples, "eval_tokens": eval_tokens,
+        "machine": machine,  # CPU model, ISA flags, threads: float results differ between machines
+        "recipe": recipe,
+    }
 
 
 def merge_rows(new_rows: list[dict[str, Any]], path: Path = RESULTS) -> None:
@@ -202,20 +219,13 @@ def measure(cfg: dict[str, Any], max_tokens: int, samples: int) -> dict[str, Any
                      "engines": {e: v["serves"] for e, v in manifest["engine_support"].items()},
                      **reload_check(checkpoint, max_tokens)}
             extra["reload_rel_diff"] = round(extra["reload_wiki_ppl"] / report["perplexity"]["compressed"]["wiki"] - 1, 5)
-    ppl = report["perplexity"]["compressed"]
-    return {
-        **extra,
-        **{k: cfg[k] for k in ("method", "weights", "activations", "kv", "group")},
-        "wiki_ppl": round(ppl["wiki"], 4), "news_ppl": round(ppl["news"], 4),
-        "seconds": round(report["seconds"], 1), "peak_rss_mb": round(report["peak_rss_mb"]),
-        "seconds_by_stage": {st["name"]: round(st["seconds"], 1) for st in report["stages"]},
+    return result_row(
+        cfg, report["perplexity"]["compressed"], report["seconds"], report["peak_rss_mb"],
+        samples if uses_calibration(cfg["stages"]) else 0, max_tokens, report.get("machine"), recipe,
+        seconds_by_stage={st["name"]: round(st["seconds"], 1) for st in report["stages"]},
         **{f"{st['name'].split(':')[-1]}_details": {k: v for k, v in (st.get("details") or {}).items() if isinstance(v, (int, float, str, bool))}
            for st in report["stages"] if st["name"].endswith("flatquant")},
-        "calibration_samples": samples if uses_calibration(cfg["stages"]) else 0,
-        "eval_tokens": max_tokens,
-        "machine": report.get("machine"),  # CPU model, ISA flags, threads: float results differ between machines
-        "recipe": recipe,
-    }
+        **extra)
 
 
 def main() -> int:

@@ -52,9 +52,9 @@ class ResidentLayers:
         """(module prefix, its state dict), in groups small enough to hold (here: the whole model)."""
         yield "", self.model.state_dict()
 
-    def embeddings_tied(self) -> bool | None:
-        """None: decide from the tensors (they are in memory)."""
-        return None
+    def embeddings_tied(self, dtype: torch.dtype | None = None) -> bool:
+        """Whether the head is the embedding's tensor (as `dtype` stores both): both are in memory."""
+        return self.adapter.embeddings_tied(self.model, dtype)
 
 
 class SequentialLayers(ResidentLayers):
@@ -72,7 +72,7 @@ class SequentialLayers(ResidentLayers):
         self._names = {id(m): n for n, m in model.named_modules()}
         self._written: set[int] = set()
         self._outer_written: set[str] = set()
-        self._tied_now: bool | None = None  # embeddings_tied() since the last write of the embedding or head
+        self._tied_now: dict[torch.dtype | None, bool] = {}  # embeddings_tied(dtype) since the last write of either part
 
     # ------------------------------------------------------------------ one decoder layer
 
@@ -81,11 +81,12 @@ class SequentialLayers(ResidentLayers):
         want = (dtype or self.dtype) if tensors.stored_dtype(key).is_floating_point else None
         return tensors.get_tensor(key, want).to(self.device)
 
-    def _restore(self, module: nn.Module, path: Path) -> None:
-        """Every tensor slot of `module` from a state file this job wrote (dtypes as they were)."""
+    def _restore(self, module: nn.Module, path: Path, dtype: torch.dtype | None = None) -> None:
+        """Every tensor slot of `module` from a state file this job wrote (dtypes as they were, or floats as `dtype`)."""
         state = ShardedTensors([path])
         for slot in tensor_slots(module):
-            slot.set(state.get_tensor(slot.key).to(self.device))
+            tensor = state.get_tensor(slot.key)
+            slot.set(tensor.to(self.device, dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype))
 
     def _layer_file(self, index: int) -> Path:
         return self.work_dir / f"layer-{index:05d}.safetensors"
@@ -170,8 +171,9 @@ class SequentialLayers(ResidentLayers):
     def outer(self, *parts: str, save: bool = False, dtype: torch.dtype | None = None) -> Iterator[None]:
         """The embedding and/or head on the device for the duration: as a stage left them (`save`), else as stored.
 
-        `dtype` reads a stored (never rewritten) part in that dtype instead of the working one: the
-        exporter takes the embedding straight to bfloat16, without a float32 copy beside it.
+        `dtype` reads a part in that dtype instead of the working one (or the one a stage wrote): the
+        exporter takes the embedding straight to bfloat16, without a float32 copy beside it. A part
+        read so is for reading only (`save` would write it back in that dtype).
         """
         loaded = []
         with open_shards(self.source_dir) as tensors:
@@ -181,7 +183,7 @@ class SequentialLayers(ResidentLayers):
                         continue
                     loaded.append((part, m))
                     if part in self._outer_written:
-                        self._restore(m, self._outer_file(part))
+                        self._restore(m, self._outer_file(part), dtype)
                     else:
                         m.weight = nn.Parameter(self._read(tensors, self._source_key(m, tensors), dtype), requires_grad=False)
         try:
@@ -194,7 +196,7 @@ class SequentialLayers(ResidentLayers):
                     save_file({slot.key: slot.get().detach().contiguous().cpu() for slot in slots}, str(tmp))
                     tmp.replace(self._outer_file(part))
                     self._outer_written.add(part)
-                    self._tied_now = None
+                    self._tied_now.clear()
                 to_meta(slots)
             release_freed_memory()
 
@@ -225,19 +227,18 @@ class SequentialLayers(ResidentLayers):
         head_prefix = f"{self._names[id(self.adapter.lm_head(self.model))]}."
         with self.outer("embed", dtype=outer_dtype):  # then the embedding with the small rest (final norm), and the head alone
             yield "", {k: v for k, v in self.model.state_dict().items() if not k.startswith((*layer_prefixes, head_prefix))}
-        if not self.embeddings_tied():  # a tied head is the embedding: the exporter writes it once
+        if not self.embeddings_tied(outer_dtype):  # a tied head is the embedding: the exporter writes it once
             with self.outer("head", dtype=outer_dtype):
                 yield "", {k: v for k, v in self.model.state_dict().items() if k.startswith(head_prefix)}
 
-    def embeddings_tied(self) -> bool | None:
-        """Tied as stored and still one tensor: once a stage wrote either part, the two are compared.
+    def embeddings_tied(self, dtype: torch.dtype | None = None) -> bool:
+        """Tied as stored and still one tensor: once a stage wrote either part, the two are compared (read as `dtype`).
 
         A rotation changes the embedding and head differently (untied); rounding changes both alike.
         """
         if not self.tied or not self._outer_written:
             return self.tied
-        if self._tied_now is None:
-            with self.outer(*OUTER_PARTS):
-                head, embed = self.adapter.lm_head(self.model), self.adapter.embeddings(self.model)
-                self._tied_now = head.weight.shape == embed.weight.shape and torch.equal(head.weight, embed.weight)
-        return self._tied_now
+        if dtype not in self._tied_now:
+            with self.outer(*OUTER_PARTS, dtype=dtype):
+                self._tied_now[dtype] = self.adapter.embeddings_tied(self.model, dtype)
+        return self._tied_now[dtype]

@@ -52,17 +52,6 @@ from compressor.transforms.fusion import runtime_transform_reasons
 
 
 
-def _embeddings_tied(model: nn.Module) -> bool:
-    """Whether lm_head holds exactly the input embedding (the store unties them on load; RTN/GPTQ leave them equal)."""
-    try:
-        head, emb = model.get_output_embeddings(), model.get_input_embeddings()
-    except (AttributeError, NotImplementedError):
-        return False
-    if head is None or emb is None or getattr(head, "bias", None) is not None:
-        return False
-    return head.weight.shape == emb.weight.shape and bool(torch.equal(head.weight, emb.weight))
-
-
 def _signed(codes: torch.Tensor, zero: torch.Tensor, q: QuantizedWeight) -> tuple[torch.Tensor, torch.Tensor]:
     """Codes and zero points in the signed int range compressed-tensors stores."""
     if q.symmetric:
@@ -188,9 +177,7 @@ def export_compressed_tensors(model: nn.Module, tokenizer: Any, out_dir: Path, m
     formats = sorted(set(format_of.values()))
     fmt = formats[0] if len(formats) == 1 else "mixed-precision"
     compressed_names = {n for n, m in model.named_modules() if isinstance(m, FakeQuantLinear)}
-    tied = layers.embeddings_tied()
-    if tied is None:
-        tied = _embeddings_tied(model)
+    tied = layers.embeddings_tied(EXPORT_DTYPE)  # as the checkpoint stores both: the same bytes are written once
     head_key = f"{module_name(model, model.get_output_embeddings())}.weight" if tied else None
     for prefix, group in layers.state_groups(outer_dtype=EXPORT_DTYPE):
         root = model.get_submodule(prefix.rstrip(".")) if prefix else model

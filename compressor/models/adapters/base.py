@@ -8,6 +8,8 @@ from torch import nn
 from compressor.models.adapters.parts import DecoderLayerParts
 from compressor.models.families import PARTIAL_ROPE_BLOCKED, Family, partial_rotary_factor
 
+TIE_BLOCK_ELEMENTS = 1 << 24  # elements per block when the tie is compared in another dtype (64 MB of float32)
+
 
 class UnsupportedArchitectureError(ValueError):
     pass
@@ -133,6 +135,23 @@ class DecoderAdapter:
             model.config.tie_word_embeddings = False
             if hasattr(model, "_tied_weights_keys"):
                 model._tied_weights_keys = []  # transformers 5: stop re-tying on save/load
+
+    def embeddings_tied(self, model: nn.Module, dtype: torch.dtype | None = None) -> bool:
+        """Whether lm_head holds exactly the input embedding, compared as `dtype` would store both.
+
+        A stored tie survives RTN/GPTQ and rounding (both parts change alike) but not a rotation;
+        the comparison runs in row blocks, so no full copy of either part is made in `dtype`.
+        """
+        head, emb = self.lm_head(model), self.embeddings(model)
+        if head is None or emb is None or getattr(head, "bias", None) is not None:
+            return False
+        a, b = head.weight, emb.weight
+        if a.shape != b.shape:
+            return False
+        if dtype is None or (a.dtype == dtype and b.dtype == dtype):
+            return bool(torch.equal(a, b))
+        rows = max(1, TIE_BLOCK_ELEMENTS // max(1, a.shape[-1]))
+        return all(torch.equal(x.to(dtype), y.to(dtype)) for x, y in zip(a.split(rows), b.split(rows)))
 
     def restore_checkpoint_layout(self, model: nn.Module) -> None:
         """Put the model back into its checkpoint's module layout before export (only Phi-3 changes it)."""

@@ -77,3 +77,17 @@ def test_sequential_tie_is_judged_by_the_tensors_a_stage_left(tmp_path):
     with layers.outer("head", save=True):
         skeleton.lm_head.weight.data.mul_(2.0)
     assert layers.embeddings_tied() is False
+
+
+def test_sequential_tie_is_compared_as_the_checkpoint_stores_it(tmp_path):
+    """A head a stage left off the bf16 grid but equal to the embedding in bf16: tied for the bf16 export, not in float32."""
+    from compressor.execution.skeleton import load_skeleton
+
+    tiny_llama(num_hidden_layers=1, tie_word_embeddings=True).to(torch.bfloat16).save_pretrained(tmp_path / "model")
+    skeleton, layers = load_skeleton(tmp_path / "model", tmp_path / "work", torch.device("cpu"), torch.float32)
+    with layers.outer("head", save=True):
+        skeleton.lm_head.weight.data.mul_(1.0 + 2.0 ** -12)  # below bf16's resolution: the stored bytes stay
+    assert layers.embeddings_tied() is False
+    assert layers.embeddings_tied(torch.bfloat16) is True
+    with layers.outer("head", dtype=torch.bfloat16):  # a written part is read in the asked dtype
+        assert skeleton.lm_head.weight.dtype == torch.bfloat16
