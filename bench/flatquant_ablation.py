@@ -7,7 +7,7 @@ block MSE; RTN instead of GPTQ afterwards; 16 / 32 / 64 training samples. Same p
 for GPTQ), with each stage's seconds and the job's peak RSS per row. Rows merge by variant
 into bench/results/flatquant_ablation.json, so `--only` re-runs a subset.
 
-    .venv/bin/python bench/flatquant_ablation.py [--only all no-kronecker ...] [--max-tokens N]
+    .venv/bin/python bench/flatquant_ablation.py [--only all no-kronecker ...] [--max-tokens N] [--all-from bench/results/quality.json]
 """
 
 from __future__ import annotations
@@ -48,15 +48,31 @@ def variants() -> dict[str, list[dict[str, Any]]]:
     }
 
 
+def reference_row(path: Path, stages: list[dict[str, Any]], max_tokens: int, samples: int) -> dict[str, Any]:
+    """The `all` row from a quality results file: the ready-made recipe measured under the same protocol."""
+    for row in json.loads(path.read_text()):
+        recipe = row.get("recipe") or {}
+        if (recipe.get("stages") == stages and row.get("eval_tokens") == max_tokens
+                and (recipe.get("calibration") or {}).get("samples") == samples):
+            return {**row, "method": "flatquant-all",
+                    "source": f"{path.name} row {row['method']} W4A4KV4 (the same recipe and protocol; not re-run here)"}
+    raise SystemExit(f"{path}: no row with the `all` variant's stages, {max_tokens} eval tokens and {samples} calibration samples")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", help="variants to (re)run")
     parser.add_argument("--max-tokens", type=int, default=16384)
     parser.add_argument("--samples", type=int, default=128, help="calibration samples (GPTQ); flatquant trains on its own `samples`")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--all-from", type=Path, metavar="QUALITY_JSON",
+                        help="take the `all` row from this results file (bench/quality.py's flatquant-gptq row) instead of re-running it")
     args = parser.parse_args()
     for name, stages in variants().items():
         if args.only and name not in args.only:
+            continue
+        if name == "all" and args.all_from is not None:
+            merge_rows([reference_row(args.all_from, stages, args.max_tokens, args.samples)], args.out)
             continue
         row = measure({"method": f"flatquant-{name}", "weights": 4, "activations": 4, "kv": 4, "group": None, "stages": stages},
                       args.max_tokens, args.samples)

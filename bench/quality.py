@@ -118,13 +118,18 @@ W4A4KV4_CLIPPED = {"weights": weights(4, None, "gptq", clip=True),
                    "kv_cache": {"bits": 4, "symmetric": False, "clip_ratio": 0.95}}  # QuaRot's clipping
 
 
+OSTQUANT_E2E = {"steps": 120, "loss": "kl_top", "lr_schedule": "linear"}
+
+
 def layerwise_configurations() -> list[dict[str, Any]]:
     """Issue 18: the W4A4KV4 baselines at their best (QuaRot's activation / KV clipping) and the layer-wise learned transforms."""
     rows = [
         {"method": "hadamard-gptq-clip", "weights": 4, "activations": 4, "kv": 4, "group": None,
          "stages": [HAD, {"quantize": W4A4KV4_CLIPPED}]},
         {"method": "ostquant-clip", "weights": 4, "activations": 4, "kv": 4, "group": None,
-         "stages": [{"ostquant": {"steps": 120, "loss": "kl_top", "lr_schedule": "linear"}}, {"quantize": W4A4KV4_CLIPPED}]},
+         "stages": [{"ostquant": OSTQUANT_E2E}, {"quantize": W4A4KV4_CLIPPED}]},
+        {"method": "ostquant-warm-clip", "weights": 4, "activations": 4, "kv": 4, "group": None,  # the same steps after a layer-wise warm start
+         "stages": [{"ostquant": {**OSTQUANT_E2E, "warm_start": {"epochs": 4, "samples": 32, "batch_size": 4}}}, {"quantize": W4A4KV4_CLIPPED}]},
     ]
     for recipe, a, kv in (("w4a4kv4-flatquant", 4, 4), ("w4a16-flatquant", 16, 16)):
         rows.append({"method": "flatquant-gptq", "weights": 4, "activations": a, "kv": kv, "group": None, "stages": recipe_stages(recipe)})

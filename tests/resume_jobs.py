@@ -11,6 +11,8 @@ SMALL = {"calibration": {"samples": 4, "seqlen": 64},
 GPTQ = [{"quantize": {"weights": {"bits": 4, "strategy": "group", "group_size": 32, "method": "gptq"}}}]
 OSTQUANT = [{"ostquant": {"steps": 6, "qsur_samples": 0}},
             {"quantize": {"weights": {"bits": 4, "strategy": "channel", "method": "rtn"}}}]
+OSTQUANT_WARM = [{"ostquant": {"steps": 3, "qsur_samples": 0, "warm_start": {"epochs": 2, "samples": 4, "batch_size": 2}}},
+                 {"quantize": {"weights": {"bits": 4, "strategy": "channel", "method": "rtn"}}}]
 PROSPARSE = [{"prosparse": {"lambdas": [0.0, 0.5], "stage_steps": [3, 3], "warmup_steps": 1, "finetune": "hft",
                             "sparsity_eval_tokens": 128}},
              {"quantize": {"weights": {"bits": 4, "strategy": "channel", "method": "rtn"}}}]
@@ -21,5 +23,6 @@ KILLS = {
     "affinequant": (AFFINEQUANT, "s0:layer:00001", "stage 1/1 affinequant at layer 3 of 4"),
     "gptq": (GPTQ, "s0:layer:00001", "stage 1/1 quantize at layer 3 of 4"),
     "ostquant": (OSTQUANT, "s0:step:00003", "stage 1/2 ostquant after step 3"),
+    "ostquant-warm-start": (OSTQUANT_WARM, "s0:layer:00001", "stage 1/2 ostquant at layer 3 of 4"),
     "prosparse": (PROSPARSE, "s0:step:00004", "stage 1/2 prosparse after step 4"),
 }

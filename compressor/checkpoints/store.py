@@ -213,7 +213,8 @@ class CheckpointStore:
                 continue
             layers = sum(k.startswith(f"s{index}:layer:") for k in keys)
             steps = [int(k.rsplit(":", 1)[1]) for k in keys if k.startswith(f"s{index}:step:")]
-            at = f" at layer {layers + 1} of {num_layers}" if layers else f" after step {max(steps)}" if steps else ""
+            # steps first: a stage that walks its layers before training end to end (OSTQuant's warm start) is past them
+            at = f" after step {max(steps)}" if steps else f" at layer {layers + 1} of {num_layers}" if layers else ""
             return f"stage {index + 1}/{len(recipe_stages)} {name}{at}"
         evals = [k.split(":", 1)[1] for k in keys if k.startswith("eval:")]
         return "evaluation" + (f" (done: {', '.join(evals)})" if evals else "")

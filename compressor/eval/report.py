@@ -100,11 +100,20 @@ class ProSparseStep(ReportModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
 
 
+class WarmStartLayer(ReportModel):
+    """One decoder layer of OSTQuant's layer-wise warm start: its block output MSE per epoch."""
+
+    layer: int
+    epoch_loss: list[float]
+    seconds: float
+
+
 class TrainingSection(ReportModel):
     """Loss curves of the stages that train."""
 
-    OMIT_WHEN_NONE = frozenset({"ostquant_loss", "prosparse"})
+    OMIT_WHEN_NONE = frozenset({"ostquant_loss", "ostquant_warm_start", "prosparse"})
     ostquant_loss: list[float] | None = None
+    ostquant_warm_start: list[WarmStartLayer] | None = None
     prosparse: list[ProSparseStep] | None = None
 
 

@@ -9,6 +9,7 @@ may sit anywhere, on the device or on meta, while this runs.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import uuid
@@ -38,6 +39,10 @@ class LayerInputs:
     # full-attention layers get different masks (Mistral, Gemma), Gemma 3 a local or global RoPE
     per_layer: dict[int, dict[str, Any]] = field(default_factory=dict)
     spill_dir: Path | None = None  # where activations too big for memory go (sequential execution's work folder)
+
+    def with_hidden(self, hidden: torch.Tensor) -> LayerInputs:
+        """The same layer arguments for other hidden states (a quantized chain beside the full-precision one)."""
+        return dataclasses.replace(self, hidden=hidden)
 
     def kwargs_for(self, layer: nn.Module | None) -> dict[str, Any]:
         return self.per_layer.get(id(layer), self.kwargs) if layer is not None else self.kwargs

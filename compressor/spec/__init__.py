@@ -10,7 +10,8 @@ rather than a silently ignored option. Modules: `base` (the strict base model), 
 
 from compressor.spec.base import MODEL_NAME_PATTERN, SPEC_VERSION, StrictModel
 from compressor.spec.files import load_recipe, ready_made_recipes, recipes_dir
-from compressor.spec.methods import AffineQuantConfig, FlatQuantConfig, HadamardConfig, OSTQuantConfig, ProSparseConfig
+from compressor.spec.methods import (AffineQuantConfig, FlatQuantConfig, HadamardConfig, OSTQuantConfig, OSTWarmStartConfig,
+                                      ProSparseConfig)
 from compressor.spec.quant import ActivationQuantConfig, KVCacheQuantConfig, QuantizeConfig, WeightQuantConfig
 from compressor.spec.recipe import CalibrationConfig, EvalConfig, ExecutionConfig, ExportConfig, JobSpec, Recipe, SpeedConfig
 from compressor.spec.stages import (
@@ -29,7 +30,7 @@ from compressor.spec.stages import (
 __all__ = [
     "MODEL_NAME_PATTERN", "SPEC_VERSION", "STAGE_CONFIGS", "STAGE_NAMES",
     "ActivationQuantConfig", "AffineQuantConfig", "AffineQuantStage", "CalibrationConfig", "EvalConfig",
-    "ExecutionConfig", "ExportConfig", "FlatQuantConfig", "FlatQuantStage", "HadamardConfig", "HadamardStage", "JobSpec", "KVCacheQuantConfig", "OSTQuantConfig",
+    "ExecutionConfig", "ExportConfig", "FlatQuantConfig", "FlatQuantStage", "HadamardConfig", "HadamardStage", "JobSpec", "KVCacheQuantConfig", "OSTQuantConfig", "OSTWarmStartConfig",
     "OSTQuantStage", "ProSparseConfig", "ProSparseStage", "QuantizeConfig", "QuantizeStage", "Recipe",
     "SpeedConfig", "Stage", "StrictModel", "WeightQuantConfig", "load_recipe", "ready_made_recipes", "recipes_dir", "stage_config",
 ]

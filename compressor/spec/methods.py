@@ -74,6 +74,19 @@ class AffineQuantConfig(StrictModel):
         return self
 
 
+class OSTWarmStartConfig(StrictModel):
+    """OSTQuant's layer-wise warm start: per decoder layer, its R2 and scales trained on the block output MSE, R1 held.
+
+    Runs before the end-to-end steps, a layer at a time against the unquantized layer (the
+    FlatQuant objective), with the recipe's quantizers on: many cheap steps for the per-layer
+    transforms, which the end-to-end KL-Top steps (R1 included) then refine.
+    """
+
+    epochs: int = Field(4, ge=1, le=200, description="passes over the samples per decoder layer")
+    samples: int = Field(32, ge=1, le=100_000, description="calibration samples the layers train on (the first N)")
+    batch_size: int = Field(4, ge=1, le=64, description="calibration samples per optimizer step")
+
+
 class OSTQuantConfig(StrictModel):
     """OSTQuant: learnable orthogonal (Stiefel) and scaling transforms trained end to end with KL-Top.
 
@@ -100,6 +113,13 @@ class OSTQuantConfig(StrictModel):
     seed: int = Field(0, ge=0, description="seed of the random Hadamard starts")
     qsur_samples: int = Field(4, ge=0, le=256, description="calibration chunks used for the QSUR table (0 = skip)")
     activation_checkpointing: bool = Field(True, description="keep only each decoder layer's input for backward and recompute the layer (its transformed weights included) there: memory of one layer instead of the model's depth, about a third more time per step")
+    warm_start: OSTWarmStartConfig | None = Field(None, description="layer-wise warm start of R2 and the scales before the end-to-end steps (none: they start from the Hadamards and 1)")
+
+    @model_validator(mode="after")
+    def _warm_start_has_work(self) -> OSTQuantConfig:
+        if self.warm_start is not None and "r2" not in self.rotations and not self.scales:
+            raise ValueError("warm_start trains the per-layer transforms (r2, scales); with neither learned there is nothing to warm-start")
+        return self
 
 
 INPUT_TRANSFORMS = ("attn_in", "o_in", "mlp_in", "down_in")

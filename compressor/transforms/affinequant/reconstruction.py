@@ -113,10 +113,6 @@ def _rounded(value: Any) -> Any:
     return value
 
 
-def _with_hidden(inputs: LayerInputs, hidden: torch.Tensor) -> LayerInputs:
-    return LayerInputs(hidden=hidden, kwargs=inputs.kwargs, batch_size=inputs.batch_size, per_layer=inputs.per_layer)
-
-
 def _replay_layer(parts: Any, adapter: DecoderAdapter, unit: Unit, cfg: AffineQuantConfig,
                   generator: torch.Generator) -> tuple[LayerRecord, list[dict[str, Any]]]:
     """Merge and quantize a layer a previous attempt trained, from its final matrices and clipping factors (same bits)."""
@@ -196,24 +192,24 @@ def _reconstruct_layers(
         saved = checkpoints.load(layer_key(index))
         if saved is not None:
             later = any(not checkpoints.has(layer_key(i)) for i in range(index + 1, adapter.num_layers))
-            target = layer_outputs(parts.layer, _with_hidden(inputs, fp_hidden)) if later else fp_hidden
+            target = layer_outputs(parts.layer, inputs.with_hidden(fp_hidden)) if later else fp_hidden
             for name in parts.linears():
                 parent, attr = name.split(".")
                 wrap_linear(getattr(parts.layer, parent), attr).input_quant = cfg.activations
             record, errors = _replay_layer(adapter.layer_parts(model, index), adapter, saved, cfg, generator)
             weight_errors += errors
             if later:
-                quant_hidden = layer_outputs(parts.layer, _with_hidden(inputs, quant_hidden))
+                quant_hidden = layer_outputs(parts.layer, inputs.with_hidden(quant_hidden))
             fp_hidden = target
             records.append(record)
             progress.layer(index, adapter.num_layers, data={"loss": record.epoch_loss[-1], "seconds": record.seconds})
             continue
         maxima = ActivationMaxima()
         with maxima.recording(parts):
-            target = layer_outputs(parts.layer, _with_hidden(inputs, fp_hidden))
+            target = layer_outputs(parts.layer, inputs.with_hidden(fp_hidden))
         aug_target = None
         if cfg.aug_loss and quant_hidden is not fp_hidden:
-            aug_target = layer_outputs(parts.layer, _with_hidden(inputs, quant_hidden))
+            aug_target = layer_outputs(parts.layer, inputs.with_hidden(quant_hidden))
 
         for name in parts.linears():
             parent, attr = name.split(".")
@@ -224,7 +220,7 @@ def _reconstruct_layers(
                  for name, lin in parts.linears().items()}
         block = TransformedBlock(parts, adapter, transforms, clips)
         record = LayerRecord(layer=index)
-        train_block(block, _with_hidden(inputs, quant_hidden), target, aug_target, cfg, record, lens, progress, generator)
+        train_block(block, inputs.with_hidden(quant_hidden), target, aug_target, cfg, record, lens, progress, generator)
 
         last = cfg.epochs - 1
         for check in transforms.check(last, cfg.min_dominance).values():
@@ -232,7 +228,7 @@ def _reconstruct_layers(
         final = transforms.final(last)
         merge_layer_transforms(parts, adapter, final)
         weight_errors += quantize_layer(parts, clips, cfg.activations)
-        quant_hidden = layer_outputs(parts.layer, _with_hidden(inputs, quant_hidden))
+        quant_hidden = layer_outputs(parts.layer, inputs.with_hidden(quant_hidden))
         fp_hidden = target
         record.seconds = time.perf_counter() - start
         records.append(record)

@@ -84,11 +84,6 @@ class InputStatistics:
                 h.remove()
 
 
-def _with_hidden(inputs: LayerInputs, hidden: torch.Tensor) -> LayerInputs:
-    return LayerInputs(hidden=hidden, kwargs=inputs.kwargs, batch_size=inputs.batch_size, per_layer=inputs.per_layer,
-                       spill_dir=inputs.spill_dir)
-
-
 def _build(parts: DecoderLayerParts, cfg: FlatQuantConfig, target: QuantizeConfig, stats: InputStatistics | None,
            device: torch.device) -> FlatQuantBlock:
     """The layer's transforms at their start (random Hadamard factors, SmoothQuant scales) and its clipping factors."""
@@ -216,14 +211,14 @@ def flatquant_calibrate(
                 stats = InputStatistics(list(cfg.transforms), moment_rows if saved is None else 0)
                 if saved is None or later:
                     with stats.recording(parts):
-                        target_hidden = layer_outputs(parts.layer, _with_hidden(inputs, fp_hidden))
+                        target_hidden = layer_outputs(parts.layer, inputs.with_hidden(fp_hidden))
                 else:
                     target_hidden = fp_hidden
                 device = plain_linear(parts.q_proj).weight.device
                 block = _build(parts, cfg, target, stats if saved is None else None, device)
                 if saved is None:
                     record = LayerRecord(layer=index)
-                    train_block(block, _with_hidden(inputs, quant_hidden), target_hidden, cfg, record, lens, progress, generator)
+                    train_block(block, inputs.with_hidden(quant_hidden), target_hidden, cfg, record, lens, progress, generator)
                 else:
                     _load_block_state(block, saved, generator)
                     record = LayerRecord(**saved.meta["record"])
@@ -237,7 +232,7 @@ def flatquant_calibrate(
                 qsur += layer_qsur
                 if later:
                     with block.weights_fake_quantized():
-                        quant_hidden = layer_outputs(parts.layer, _with_hidden(inputs, quant_hidden))
+                        quant_hidden = layer_outputs(parts.layer, inputs.with_hidden(quant_hidden))
                 fp_hidden = target_hidden
                 if saved is None:
                     record.seconds = time.perf_counter() - start

@@ -19,6 +19,7 @@ from compressor.transforms.ostquant.effective import fuse_ost_transforms
 from compressor.transforms.ostquant.parameters import OSTParameters
 from compressor.transforms.ostquant.stiefel import orthogonality_error
 from compressor.transforms.ostquant.training import train_transforms
+from compressor.transforms.ostquant.warm_start import warm_start
 from compressor.transforms.qsur import ActivationMoments, qsur_per_dim, smoothing_transform, transformed_moments
 
 @torch.no_grad()
@@ -91,13 +92,19 @@ def run_ostquant(ctx: CompressionContext, cfg: OSTQuantConfig) -> dict[str, Any]
     params = OSTParameters(model, adapter, cfg).to(ctx.device)  # trained where the model is
     # weight-only targets train through fake-quantized weights; W4A4 targets through activations only
     weight_target = target.weights if target.activations is None else None
+    warm = warm_start(ctx, params, cfg, down_seed) if cfg.warm_start is not None else []
     losses = train_transforms(ctx, params, cfg, weight_target, down_seed)
     fuse_ost_transforms(model, adapter, params, down_seed)
     if moments:
         ctx.report_sections["qsur"] = qsur_table(ctx, params, moments, down_seed)
     ctx.report_sections.setdefault("training", {})["ostquant_loss"] = losses
+    if warm:
+        ctx.report_sections["training"]["ostquant_warm_start"] = warm
     ortho = max((orthogonality_error(r.detach()) for r in params.rotations()), default=0.0)
     return {
         "steps": cfg.steps, "loss": cfg.loss, "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None, "orthogonality_error": ortho, "online_qk": qk,
+        **({"warm_start_seconds": round(sum(r["seconds"] for r in warm), 1),
+            "warm_start_first_loss": sum(r["epoch_loss"][0] for r in warm) / len(warm),
+            "warm_start_last_loss": sum(r["epoch_loss"][-1] for r in warm) / len(warm)} if warm else {}),
     }

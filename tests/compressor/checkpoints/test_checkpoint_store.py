@@ -126,3 +126,13 @@ def test_float_quantized_weight_round_trips_bit_exactly(tmp_path, fmt):
     back = record_from_unit("mlp.up_proj", unit.tensors, unit.meta["q"])
     assert type(back) is type(q) and back.args == q.args and back.format == q.format
     assert torch.equal(back.dequantize(), q.dequantize()) and torch.equal(back.scale.float(), q.scale.float())
+
+
+def test_resume_point_names_the_layer_walk_or_the_steps_after_it(tmp_path):
+    """A stage that walks its layers and then trains end to end (OSTQuant's warm start) is past the layers once it has steps."""
+    store = CheckpointStore(tmp_path, fingerprint())
+    store.save("s0:layer:00000", {"w": torch.ones(2)})
+    store.save("s0:layer:00001", {"w": torch.ones(2)})
+    assert store.resume_point(["ostquant", "quantize"], 4) == "stage 1/2 ostquant at layer 3 of 4"
+    store.save("s0:step:00002", {"w": torch.ones(2)})
+    assert store.resume_point(["ostquant", "quantize"], 4) == "stage 1/2 ostquant after step 2"

@@ -91,3 +91,11 @@ def test_every_stage_config_has_a_handler():
 def test_eval_window_longer_than_max_tokens_is_refused():
     errs = _errors({"model": "m", "recipe": {"eval": {"max_tokens": 256, "window": 512}}})
     assert errs[0]["loc"] == ("recipe", "eval") and "window (512) is longer than max_tokens (256)" in errs[0]["msg"]
+
+
+def test_an_ostquant_warm_start_with_nothing_to_train_is_refused():
+    stages = [{"ostquant": {"rotations": ["r1"], "scales": False, "warm_start": {"epochs": 2}}}, {"quantize": {"weights": {"bits": 4}}}]
+    errs = _errors({"model": "smollm2-135m", "recipe": {"stages": stages}})
+    assert errs[0]["loc"][-1] == "ostquant" and "warm_start" in errs[0]["msg"] and "r2, scales" in errs[0]["msg"]
+    errs = _errors({"model": "smollm2-135m", "recipe": {"stages": [{"ostquant": {"warm_start": {"epochz": 2}}}, stages[1]]}})
+    assert errs[0]["loc"][-2:] == ("warm_start", "epochz") and errs[0]["type"] == "extra_forbidden"

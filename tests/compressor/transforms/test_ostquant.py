@@ -137,3 +137,55 @@ def test_training_low_bit_activations_lowers_kl_and_keeps_rotations_orthogonal()
     with torch.no_grad():
         a, b = reference(tokens).logits, model(tokens).logits
     assert ((a - b).abs().max() / a.abs().max()).item() < 1e-4
+
+
+def test_warm_start_lowers_each_layers_block_error_holds_r1_and_keeps_the_model_equivalent():
+    """The layer-wise warm start trains R2 and the scales per layer (3-bit activations and KV, as above); R1 stays at its start."""
+    from compressor.transforms.online_rotations import attach_online_rotations
+    from compressor.transforms.ostquant.warm_start import warm_start
+
+    model = tiny_llama(num_hidden_layers=2, vocab_size=256)
+    adapter = adapter_for(model)
+    adapter.untie_embeddings(model)
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:, :3] *= 30
+    reference = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(0)
+    stages = [{"ostquant": {"steps": 0, "qsur_samples": 0, "rotation_lr": 0.2, "scale_lr": 0.02,
+                            "warm_start": {"epochs": 8, "samples": 8, "batch_size": 4}}},
+              {"quantize": {"weights": None, "activations": {"bits": 3}, "kv_cache": {"bits": 3}}}]
+    ctx = tiny_context(model, stages, torch.randint(0, 256, (8, 32), generator=g))
+    details = run_ostquant(ctx, ctx.recipe.stage_configs()[0])
+    warm = ctx.report_sections["training"]["ostquant_warm_start"]
+    assert [r["layer"] for r in warm] == [0, 1] and all(len(r["epoch_loss"]) == 8 for r in warm)
+    for r in warm:
+        assert r["epoch_loss"][-1] < 0.9 * r["epoch_loss"][0], r
+    assert details["warm_start_last_loss"] < details["warm_start_first_loss"]
+    for m in model.modules():  # the fused model without quantization equals the original
+        if hasattr(m, "input_quant"):
+            m.input_quant = None
+        if hasattr(m, "kv_quant"):
+            m.kv_quant = None
+    tokens = torch.randint(0, 256, (1, 30), generator=g)
+    with torch.no_grad():
+        a, b = reference(tokens).logits, model(tokens).logits
+    assert ((a - b).abs().max() / a.abs().max()).item() < 1e-4
+
+    # warm start alone, on a fresh copy: R1 is where it started, R2 stays orthogonal, scales moved
+    model = copy.deepcopy(reference)
+    ctx = tiny_context(model, stages, ctx._calibration)
+    cfg = ctx.recipe.stage_configs()[0]
+    fold_norms_into_linears(model, adapter)
+    from compressor.quant.compressed_linear import wrap_linear
+
+    for parts in adapter.all_layer_parts(model):
+        for name in parts.linears():
+            parent, attr = name.split(".")
+            wrap_linear(getattr(parts.layer, parent), attr).input_quant = ctx.next_quantize_config().activations
+    down_seed = attach_online_rotations(model, adapter, cfg.seed, down_proj=True, qk=False, fuse_down_proj=False)
+    params = OSTParameters(model, adapter, cfg)
+    r1, r2 = params.r1.detach().clone(), params.r2.detach().clone()
+    warm_start(ctx, params, cfg, down_seed)
+    assert torch.equal(params.r1, r1)
+    assert orthogonality_error(params.r2.detach()) < 1e-10 and (params.r2 - r2).abs().max() > 1e-3
+    assert all((s.detach() != 0).any(dim=-1).all() for s in params.scales())  # every layer's row trained
