@@ -98,6 +98,19 @@ def tiny_context(model, stages: list, calibration: torch.Tensor) -> CompressionC
     return ctx
 
 
+def unquantized_logits_error(model, reference, g: torch.Generator) -> float:
+    """Max relative logit error of the fused model with its activation and KV quantizers off, against the original."""
+    for m in model.modules():
+        if hasattr(m, "input_quant"):
+            m.input_quant = None
+        if hasattr(m, "kv_quant"):
+            m.kv_quant = None
+    tokens = torch.randint(0, 256, (1, 30), generator=g)
+    with torch.no_grad():
+        a, b = reference(tokens).logits, model(tokens).logits
+    return ((a - b).abs().max() / a.abs().max()).item()
+
+
 def test_training_low_bit_activations_lowers_kl_and_keeps_rotations_orthogonal():
     """3-bit activations and KV: at 4 bits this tiny model's KL is ~1e-4, the noise level of KL-Top (which can
     go below 0), and whether 40 steps lower it depended on the CPU's float kernels; at 3 bits the quantization
@@ -127,16 +140,7 @@ def test_training_low_bit_activations_lowers_kl_and_keeps_rotations_orthogonal()
     qsur = ctx.report_sections["qsur"]
     assert {r["kind"] for r in qsur} == {"qkv", "gate_up", "down"}
     assert all(set(r["values"]) == {"original", "smoothing", "rotation", "rotation_scaling"} for r in qsur)
-    # the fused model without quantization equals the original (online rotations kept)
-    for m in model.modules():
-        if hasattr(m, "input_quant"):
-            m.input_quant = None
-        if hasattr(m, "kv_quant"):
-            m.kv_quant = None
-    tokens = torch.randint(0, 256, (1, 30), generator=g)
-    with torch.no_grad():
-        a, b = reference(tokens).logits, model(tokens).logits
-    assert ((a - b).abs().max() / a.abs().max()).item() < 1e-4
+    assert unquantized_logits_error(model, reference, g) < 1e-4  # online rotations kept
 
 
 def test_warm_start_lowers_each_layers_block_error_holds_r1_and_keeps_the_model_equivalent():
@@ -161,15 +165,7 @@ def test_warm_start_lowers_each_layers_block_error_holds_r1_and_keeps_the_model_
     for r in warm:
         assert r["epoch_loss"][-1] < 0.9 * r["epoch_loss"][0], r
     assert details["warm_start_last_loss"] < details["warm_start_first_loss"]
-    for m in model.modules():  # the fused model without quantization equals the original
-        if hasattr(m, "input_quant"):
-            m.input_quant = None
-        if hasattr(m, "kv_quant"):
-            m.kv_quant = None
-    tokens = torch.randint(0, 256, (1, 30), generator=g)
-    with torch.no_grad():
-        a, b = reference(tokens).logits, model(tokens).logits
-    assert ((a - b).abs().max() / a.abs().max()).item() < 1e-4
+    assert unquantized_logits_error(model, reference, g) < 1e-4  # online rotations kept
 
     # warm start alone, on a fresh copy: R1 is where it started, R2 stays orthogonal, scales moved
     model = copy.deepcopy(reference)
