@@ -255,6 +255,14 @@ def estimate_peak(
                 phase["layer_forward"] = _layer_forward_bytes(m, min(CALIBRATION_BATCH, cal.samples), cal.seqlen, act)
         elif kind == "ostquant":
             phase, _ = _ostquant_bytes(m, cfg, recipe, full_weights)
+            if cfg.warm_start is not None:  # before the end-to-end steps: a layer at a time, like the layer-wise stages
+                w = cfg.warm_start
+                phases[f"{i}:ostquant-warm-start"] = {
+                    "ostquant_parameters": phase["ostquant_parameters"],
+                    # the fp and quantized chains, the unquantized layer's outputs, the next layer's inputs
+                    "calibration_activations": 4 * min(w.samples, cal.samples) * cal.seqlen * m.hidden * 4,
+                    "layer_forward": 3 * _layer_forward_bytes(m, w.batch_size, cal.seqlen, 4),
+                }
         elif kind == "prosparse":
             phase, _ = _prosparse_bytes(m, cfg, recipe, full_weights)
         elif kind in ("affinequant", "flatquant"):

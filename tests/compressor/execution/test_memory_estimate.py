@@ -122,6 +122,17 @@ def test_ostquant_keeps_the_whole_model_and_counts_training_state():
     assert plain.parts["ostquant_activations"] > est.parts["ostquant_activations"]
 
 
+def test_ostquant_warm_start_is_a_layer_wise_phase_of_its_own():
+    """Many warm-start samples on a short end-to-end batch: the layer walk's chains are the peak, counted from its own samples."""
+    stages = [{"ostquant": {"steps": 2, "batch_size": 1, "warm_start": {"samples": 512, "batch_size": 1}}}, *RTN]
+    est = estimate_peak(TINY, recipe(stages=stages, eval=NO_EVAL, calibration={"samples": 1024, "seqlen": 32}), "cpu")
+    assert est.phase == "0:ostquant-warm-start"
+    assert est.parts["calibration_activations"] == 4 * 512 * 32 * 8 * 4
+    assert "ostquant_logits" not in est.parts
+    fewer = estimate_peak(TINY, recipe(stages=stages, eval=NO_EVAL, calibration={"samples": 4, "seqlen": 32}), "cpu")
+    assert fewer.phase == "0:ostquant"  # the warm start takes the first N of the 4 chunks there are
+
+
 def test_bad_arguments_name_the_field():
     with pytest.raises(ValueError, match="device_kind: 'tpu' is not allowed; allowed: cpu, cuda"):
         estimate_peak(TINY, Recipe(), "tpu")
