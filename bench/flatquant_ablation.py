@@ -1,7 +1,7 @@
 """Ablation of the layer-wise learned transforms (flatquant) at W4A4KV4 on the bundled model, one row per variant.
 
 Variants, each against the ready-made `w4a4kv4-flatquant` recipe ("all"): the Kronecker
-factors off (scales + clipping), scales only, clipping only; the KL-Top loss instead of the
+factors only, the Kronecker factors off (scales + clipping), scales only, clipping only; the KL-Top loss instead of the
 block MSE; RTN instead of GPTQ afterwards; 16 / 32 / 64 training samples. Same protocol as
 `bench/quality.py` (16,384 eval tokens per text in 512-token windows, 128 × 512 calibration
 for GPTQ), with each stage's seconds and the job's peak RSS per row. Rows merge by variant
@@ -38,6 +38,7 @@ def variants() -> dict[str, list[dict[str, Any]]]:
 
     return {
         "all": changed(),
+        "kronecker-only": changed({"scales": False, "weight_clipping": False, "activation_clipping": False}),
         "no-kronecker": changed({"kronecker": False}),
         "scales-only": changed({"kronecker": False, "weight_clipping": False, "activation_clipping": False}),
         "clipping-only": changed({"kronecker": False, "scales": False}),
