@@ -92,7 +92,7 @@ def run_ostquant(ctx: CompressionContext, cfg: OSTQuantConfig) -> dict[str, Any]
     params = OSTParameters(model, adapter, cfg).to(ctx.device)  # trained where the model is
     # weight-only targets train through fake-quantized weights; W4A4 targets through activations only
     weight_target = target.weights if target.activations is None else None
-    warm = warm_start(ctx, params, cfg, down_seed) if cfg.warm_start is not None else []
+    warm = warm_start(ctx, params, cfg, weight_target, down_seed) if cfg.warm_start is not None else []
     losses = train_transforms(ctx, params, cfg, weight_target, down_seed)
     fuse_ost_transforms(model, adapter, params, down_seed)
     if moments:

@@ -25,11 +25,12 @@ from compressor.context import CompressionContext
 from compressor.execution.layer_inputs import LayerInputs, capture_layer0_inputs, layer_outputs
 from compressor.models.adapter import DecoderLayerParts
 from compressor.quant.compressed_linear import compression_bypassed
-from compressor.spec import OSTQuantConfig
+from compressor.spec import OSTQuantConfig, WeightQuantConfig
 from compressor.transforms.ostquant.effective import effective_layer_weights
 from compressor.transforms.ostquant.parameters import OSTParameters
 from compressor.transforms.ostquant.stiefel import CayleyAdam
 from compressor.transforms.ostquant.student import transformed_layers
+from compressor.transforms.ostquant.training import fake_quantize_weight_ste
 
 
 def _layer_slices(params: OSTParameters, index: int) -> dict[str, torch.Tensor]:
@@ -76,14 +77,21 @@ def _train_layer(parts: DecoderLayerParts, inputs: LayerInputs, target: torch.Te
     return epoch_loss
 
 
-def warm_start(ctx: CompressionContext, params: OSTParameters, cfg: OSTQuantConfig, down_hadamard_seed: int | None) -> list[dict[str, Any]]:
-    """Train every layer's R2 and scales in place, first layer to last; returns one record per layer."""
+def warm_start(ctx: CompressionContext, params: OSTParameters, cfg: OSTQuantConfig, weight_target: WeightQuantConfig | None,
+               down_hadamard_seed: int | None) -> list[dict[str, Any]]:
+    """Train every layer's R2 and scales in place, first layer to last; returns one record per layer.
+
+    `weight_target`: weight-only targets train through fake-quantized weights, as the end-to-end steps do.
+    """
     model, adapter, w = ctx.model, ctx.adapter, cfg.warm_start
     r1 = params.r1.detach().float() if params.r1 is not None else None
     rotate = (lambda h: h @ r1) if r1 is not None else (lambda h: h)  # noqa: E731
 
     def weights_of(parts: DecoderLayerParts) -> dict[torch.nn.Parameter, torch.Tensor]:
-        return effective_layer_weights(parts, adapter, params, torch.float32, r1, down_hadamard_seed)
+        weights = effective_layer_weights(parts, adapter, params, torch.float32, r1, down_hadamard_seed)
+        if weight_target is not None:
+            weights = {p: fake_quantize_weight_ste(v, weight_target) if v.dim() == 2 else v for p, v in weights.items()}
+        return weights
 
     tokens = ctx.calibration_tokens()[: w.samples]
     with compression_bypassed():

@@ -181,7 +181,22 @@ def test_warm_start_lowers_each_layers_block_error_holds_r1_and_keeps_the_model_
     down_seed = attach_online_rotations(model, adapter, cfg.seed, down_proj=True, qk=False, fuse_down_proj=False)
     params = OSTParameters(model, adapter, cfg)
     r1, r2 = params.r1.detach().clone(), params.r2.detach().clone()
-    warm_start(ctx, params, cfg, down_seed)
+    warm_start(ctx, params, cfg, None, down_seed)
     assert torch.equal(params.r1, r1)
     assert orthogonality_error(params.r2.detach()) < 1e-10 and (params.r2 - r2).abs().max() > 1e-3
     assert all((s.detach() != 0).any(dim=-1).all() for s in params.scales())  # every layer's row trained
+
+
+def test_warm_start_for_a_weight_only_target_trains_through_fake_quantized_weights():
+    """W4A16: nothing but the weights is quantized, so only their fake quantization gives the block an error to lower."""
+    model = tiny_llama(num_hidden_layers=2, vocab_size=256)
+    adapter_for(model).untie_embeddings(model)
+    g = torch.Generator().manual_seed(0)
+    stages = [{"ostquant": {"steps": 0, "qsur_samples": 0, "rotation_lr": 0.2, "scale_lr": 0.02,
+                            "warm_start": {"epochs": 4, "samples": 8, "batch_size": 4}}},
+              {"quantize": {"weights": {"bits": 3, "strategy": "channel", "method": "rtn"}}}]
+    ctx = tiny_context(model, stages, torch.randint(0, 256, (8, 32), generator=g))
+    run_ostquant(ctx, ctx.recipe.stage_configs()[0])
+    warm = ctx.report_sections["training"]["ostquant_warm_start"]
+    for r in warm:
+        assert 0 < r["epoch_loss"][-1] < r["epoch_loss"][0], r
