@@ -84,9 +84,9 @@ class SequentialLayers(ResidentLayers):
     def _restore(self, module: nn.Module, path: Path, dtype: torch.dtype | None = None) -> None:
         """Every tensor slot of `module` from a state file this job wrote (dtypes as they were, or floats as `dtype`)."""
         state = ShardedTensors([path])
-        for slot in tensor_slots(module):
-            tensor = state.get_tensor(slot.key)
-            slot.set(tensor.to(self.device, dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype))
+        for slot in tensor_slots(module):  # converted as read (a few MB at a time), no full copy in the written dtype
+            want = dtype if dtype is not None and state.stored_dtype(slot.key).is_floating_point else None
+            slot.set(state.get_tensor(slot.key, want).to(self.device))
 
     def _layer_file(self, index: int) -> Path:
         return self.work_dir / f"layer-{index:05d}.safetensors"
