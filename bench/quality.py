@@ -229,7 +229,7 @@ def measure(cfg: dict[str, Any], max_tokens: int, samples: int) -> dict[str, Any
         samples if uses_calibration(cfg["stages"]) else 0, max_tokens, report.get("machine"), recipe,
         seconds_by_stage={st["name"]: round(st["seconds"], 1) for st in report["stages"]},
         **{f"{st['name'].split(':')[-1]}_details": {k: v for k, v in (st.get("details") or {}).items() if isinstance(v, (int, float, str, bool))}
-           for st in report["stages"] if st["name"].endswith("flatquant")},
+           for st in report["stages"] if st["name"].endswith(("flatquant", "ostquant"))},  # learned-transform stages: losses, times
         **extra)
 
 
