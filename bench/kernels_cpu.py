@@ -1,11 +1,14 @@
 """CPU timings of the native low-bit paths QuantLinear uses, against dense F.linear.
 
+(Not `bench/kernels.py`: running a bench puts bench/ first on sys.path, and that name would hide
+the `kernels` package transformers imports.)
+
 All ops for one (shape, M) are timed in interleaved rounds in the same process, so the
 ratios are comparable; absolute microseconds depend on the machine and its load and are not
 claims. Weights are cache-warm (the same layer is called repeatedly), which flatters the
 small SmolLM2 shapes whose weights fit in cache.
 
-    python bench/kernels.py [--out bench/results/kernels_cpu.json] [--rounds 15] [--threads 1]
+    python bench/kernels_cpu.py [--out bench/results/kernels_cpu.json] [--rounds 15] [--threads 1]
 
 Each row: shape (K->N), M, op, median_us, speedup_vs_bf16_dense (bf16 dense time / op
 time, > 1 means faster), speedup_vs_fp32_dense (the same against fp32, the faster dense
