@@ -130,6 +130,9 @@ def layerwise_configurations() -> list[dict[str, Any]]:
          "stages": [{"ostquant": OSTQUANT_E2E}, {"quantize": W4A4KV4_CLIPPED}]},
         {"method": "ostquant-warm-clip", "weights": 4, "activations": 4, "kv": 4, "group": None,  # the same steps after a layer-wise warm start
          "stages": [{"ostquant": {**OSTQUANT_E2E, "warm_start": {"epochs": 4, "samples": 32, "batch_size": 4}}}, {"quantize": W4A4KV4_CLIPPED}]},
+        {"method": "ostquant-warm-fast-clip", "weights": 4, "activations": 4, "kv": 4, "group": None,  # the walk at 5x the rates, twice the epochs
+         "stages": [{"ostquant": {**OSTQUANT_E2E, "warm_start": {"epochs": 8, "samples": 32, "batch_size": 4, "rotation_lr": 0.1, "scale_lr": 0.025}}},
+                    {"quantize": W4A4KV4_CLIPPED}]},
     ]
     for recipe, a, kv in (("w4a4kv4-flatquant", 4, 4), ("w4a16-flatquant", 16, 16)):
         rows.append({"method": "flatquant-gptq", "weights": 4, "activations": a, "kv": kv, "group": None, "stages": recipe_stages(recipe)})

@@ -85,6 +85,8 @@ class OSTWarmStartConfig(StrictModel):
     epochs: int = Field(4, ge=1, le=200, description="passes over the samples per decoder layer")
     samples: int = Field(32, ge=1, le=100_000, description="calibration samples the layers train on (the first N)")
     batch_size: int = Field(4, ge=1, le=64, description="calibration samples per optimizer step")
+    rotation_lr: float | None = Field(None, gt=0.0, le=10.0, description="Cayley-Adam rate of R2 in the walk (none: the end-to-end rotation_lr)")
+    scale_lr: float | None = Field(None, gt=0.0, le=10.0, description="Adam rate of the log-scales in the walk (none: the end-to-end scale_lr)")
 
 
 class OSTQuantConfig(StrictModel):

@@ -43,12 +43,15 @@ def _layer_slices(params: OSTParameters, index: int) -> dict[str, torch.Tensor]:
 
 
 def _optimizers(params: OSTParameters, cfg: OSTQuantConfig, steps: int) -> tuple[list[torch.optim.Optimizer], list[Any]]:
-    """Fresh optimizers for one layer (rows of other layers get no gradient, so their steps are zero)."""
-    opts: list[torch.optim.Optimizer] = []
+    """Fresh optimizers for one layer (rows of other layers get no gradient, so their steps are zero).
+
+    The walk's own rates where the recipe sets them: its steps are few per layer, where the
+    end-to-end rates are sized for steps that move every layer at once."""
+    w, opts = cfg.warm_start, []
     if params.r2 is not None:
-        opts.append(CayleyAdam([params.r2], lr=cfg.rotation_lr))
+        opts.append(CayleyAdam([params.r2], lr=w.rotation_lr or cfg.rotation_lr))
     if params.scales():
-        opts.append(torch.optim.Adam(params.scales(), lr=cfg.scale_lr))
+        opts.append(torch.optim.Adam(params.scales(), lr=w.scale_lr or cfg.scale_lr))
     return opts, [torch.optim.lr_scheduler.CosineAnnealingLR(o, steps) for o in opts]
 
 
