@@ -121,18 +121,22 @@ W4A4KV4_CLIPPED = {"weights": weights(4, None, "gptq", clip=True),
 OSTQUANT_E2E = {"steps": 120, "loss": "kl_top", "lr_schedule": "linear"}
 
 
+def ostquant_clipped(method: str, warm_start: dict[str, Any] | None) -> dict[str, Any]:
+    """OSTQuant's 120 end-to-end steps, then GPTQ, at W4A4KV4 with QuaRot's clipping; with or without the layer-wise warm start."""
+    ost = OSTQUANT_E2E if warm_start is None else {**OSTQUANT_E2E, "warm_start": warm_start}
+    return {"method": method, "weights": 4, "activations": 4, "kv": 4, "group": None,
+            "stages": [{"ostquant": ost}, {"quantize": W4A4KV4_CLIPPED}]}
+
+
 def layerwise_configurations() -> list[dict[str, Any]]:
     """Issue 18: the W4A4KV4 baselines at their best (QuaRot's activation / KV clipping) and the layer-wise learned transforms."""
     rows = [
         {"method": "hadamard-gptq-clip", "weights": 4, "activations": 4, "kv": 4, "group": None,
          "stages": [HAD, {"quantize": W4A4KV4_CLIPPED}]},
-        {"method": "ostquant-clip", "weights": 4, "activations": 4, "kv": 4, "group": None,
-         "stages": [{"ostquant": OSTQUANT_E2E}, {"quantize": W4A4KV4_CLIPPED}]},
-        {"method": "ostquant-warm-clip", "weights": 4, "activations": 4, "kv": 4, "group": None,  # the same steps after a layer-wise warm start
-         "stages": [{"ostquant": {**OSTQUANT_E2E, "warm_start": {"epochs": 4, "samples": 32, "batch_size": 4}}}, {"quantize": W4A4KV4_CLIPPED}]},
-        {"method": "ostquant-warm-fast-clip", "weights": 4, "activations": 4, "kv": 4, "group": None,  # the walk at 5x the rates, twice the epochs
-         "stages": [{"ostquant": {**OSTQUANT_E2E, "warm_start": {"epochs": 8, "samples": 32, "batch_size": 4, "rotation_lr": 0.1, "scale_lr": 0.025}}},
-                    {"quantize": W4A4KV4_CLIPPED}]},
+        ostquant_clipped("ostquant-clip", None),
+        ostquant_clipped("ostquant-warm-clip", {"epochs": 4, "samples": 32, "batch_size": 4}),  # the same steps after a layer-wise warm start
+        ostquant_clipped("ostquant-warm-fast-clip",  # the walk at 5x the rates, twice the epochs
+                         {"epochs": 8, "samples": 32, "batch_size": 4, "rotation_lr": 0.1, "scale_lr": 0.025}),
     ]
     for recipe, a, kv in (("w4a4kv4-flatquant", 4, 4), ("w4a16-flatquant", 16, 16)):
         rows.append({"method": "flatquant-gptq", "weights": 4, "activations": a, "kv": kv, "group": None, "stages": recipe_stages(recipe)})
